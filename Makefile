@@ -1,0 +1,50 @@
+# Two commands a person needs: `make demo` and `make test`. Both bootstrap what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# Debian packages the suite and the benchmarks run for real: Redis shards, redis-benchmark, twemproxy.
+DEBIAN_PACKAGES := redis-server redis-tools nutcracker
+
+.PHONY: demo test lint typecheck pytest bench system-packages clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[operator,dev]'
+	touch $(STAMP)
+
+system-packages:
+	@if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null && command -v nutcracker >/dev/null; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing $(DEBIAN_PACKAGES) from Debian"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
+	else \
+		echo "cachefleet needs $(DEBIAN_PACKAGES); run: sudo apt-get install -y $(DEBIAN_PACKAGES)"; exit 1; \
+	fi
+
+demo: $(STAMP)
+	@echo "== a 4 -> 5 shard change, planned ring =="
+	$(BIN)/cachefleet ring plan --shards 4 --to 5 --strategy planned
+	@echo
+	@echo "== the same change with the classic (ketama-style) ring =="
+	$(BIN)/cachefleet ring plan --shards 4 --to 5 --strategy classic
+
+lint: $(STAMP)
+	$(BIN)/ruff check sidecar-image operator tests bench
+	$(BIN)/ruff format --check sidecar-image operator tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy sidecar-image/cachefleet operator/cachefleet_operator
+
+pytest: $(STAMP) system-packages
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP) system-packages
+	$(BIN)/python bench/ring.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

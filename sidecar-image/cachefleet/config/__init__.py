@@ -1,0 +1,31 @@
+"""The sidecar configuration: the versioned contract between the operator and the sidecar."""
+
+from cachefleet.config.schema import (
+    SCHEMA_VERSION,
+    AuthConfig,
+    GutterConfig,
+    HealthConfig,
+    HotKeysConfig,
+    L1Config,
+    LimitsConfig,
+    PoolConfig,
+    ShardEndpoint,
+    SidecarConfig,
+    WarmupConfig,
+    load_config,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AuthConfig",
+    "GutterConfig",
+    "HealthConfig",
+    "HotKeysConfig",
+    "L1Config",
+    "LimitsConfig",
+    "PoolConfig",
+    "ShardEndpoint",
+    "SidecarConfig",
+    "WarmupConfig",
+    "load_config",
+]
