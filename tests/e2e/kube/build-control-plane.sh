@@ -15,11 +15,10 @@ PKGS=(golang-go rsync etcd-server golang-github-modern-go-reflect2-dev dpkg-dev)
 
 need_root() {
     [ "$(id -u)" -eq 0 ] && return 0
+    # apt-get and the default cache dir need root; say exactly what to run instead.
     cat >&2 <<EOF
-$0: must run as root (apt-get, writes $CACHE). Run:
-  sudo CACHEFLEET_KUBE_CACHE=$CACHE $0
-or do by hand: add deb-src entries, apt-get update,
-  apt-get install -y ${PKGS[*]}, then re-run this script as root.
+$0: must run as root (it installs Debian packages). Run:
+  sudo CACHEFLEET_KUBE_CACHE=$CACHE $(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 EOF
     exit 1
 }
@@ -63,8 +62,8 @@ apt-get source kubernetes
 SRC="$(find "$WORK" -maxdepth 1 -mindepth 1 -type d -name 'kubernetes-*' | head -n1)"
 cd "$SRC"
 
-# The vendored reflect2 is too old for Debian's Go: the apiserver builds but SIGSEGVs
-# on its first CRD request. Debian's packaged copy works.
+# The vendored reflect2 predates Go 1.18 support (fixed in 1.0.2, which Debian ships):
+# with it the apiserver builds but SIGSEGVs on its first CRD request.
 rm -rf vendor/github.com/modern-go/reflect2
 cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 vendor/github.com/modern-go/reflect2
 
