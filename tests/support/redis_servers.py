@@ -1,0 +1,124 @@
+"""Real redis-server processes on free 127.0.0.1 ports, each in its own temporary directory."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.ports import free_port
+from tests.support.processes import ProcessFailed, spawn, stop, wait_until
+
+READY_TIMEOUT = 10.0
+
+
+@dataclass
+class RedisServer:
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes] = field(repr=False)
+    password: str | None = None
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT, which is also the shard's name on a ring built with ``--shards``."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "redis.log"
+
+    def client(self, **kwargs: Any) -> Any:
+        """A redis-py client talking to this server directly (RESP2 unless told otherwise)."""
+        import redis
+
+        kwargs.setdefault("protocol", 2)
+        return redis.Redis(host=self.host, port=self.port, password=self.password, **kwargs)
+
+    def answers_ping(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
+                request = b"PING\r\n"
+                if self.password is not None:
+                    secret = self.password.encode()
+                    request = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret) + request
+                sock.sendall(request)
+                reply = b""
+                while not reply.endswith(b"+PONG\r\n"):
+                    chunk = sock.recv(256)
+                    if not chunk or chunk.startswith(b"-"):
+                        # -LOADING and friends: not ready yet; -WRONGPASS would be our bug.
+                        return False
+                    reply += chunk
+                return True
+        except OSError:
+            return False
+
+
+def start_redis(password: str | None = None, extra: tuple[str, ...] = ()) -> RedisServer:
+    """Start one redis-server and wait until it answers PING. The caller must stop it."""
+    directory = Path(tempfile.mkdtemp(prefix="cachefleet-redis-"))
+    port = free_port()
+    argv = [
+        "redis-server",
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(directory),
+        "--daemonize", "no",
+        "--logfile", "",
+    ]  # fmt: skip
+    if password is not None:
+        argv += ["--requirepass", password]
+    argv += list(extra)
+    server = RedisServer(port, directory, spawn(argv, directory / "redis.log"), password)
+    try:
+        what = f"redis-server :{port}"
+        wait_until(server.answers_ping, server.process, what, server.log, READY_TIMEOUT)
+    except BaseException:
+        stop_redis(server)
+        raise
+    return server
+
+
+def stop_redis(server: RedisServer) -> None:
+    try:
+        stop(server.process)
+    finally:
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def start_redis_servers(
+    count: int, password: str | None = None, extra: tuple[str, ...] = ()
+) -> Iterator[list[RedisServer]]:
+    """``count`` redis-servers, all answering PING; every one is killed on exit."""
+    servers: list[RedisServer] = []
+    try:
+        for _ in range(count):
+            servers.append(start_redis(password, extra))
+        yield servers
+    finally:
+        errors: list[BaseException] = []
+        for server in servers:
+            try:
+                stop_redis(server)
+            except BaseException as error:  # keep stopping the others
+                errors.append(error)
+        if errors:
+            raise ProcessFailed(f"could not stop {len(errors)} redis-server(s): {errors[0]!r}")
