@@ -31,21 +31,33 @@ def register(subparsers: Any) -> None:
     plan = ring_commands.add_parser(
         "plan",
         help="show what a capacity change moves",
-        description="Ownership before and after a change of shards, and the share of keys that moves.",
+        description="Ownership before and after a change of shards, and the keys that move.",
     )
-    plan.add_argument("--shards", type=int, required=True, metavar="N", help="shards now (shard-0 …)")
+    plan.add_argument(
+        "--shards", type=int, required=True, metavar="N", help="shards now (shard-0 …)"
+    )
     plan.add_argument("--to", type=int, metavar="M", help="shards after the change")
     plan.add_argument("--strategy", choices=STRATEGIES, default="planned")
     plan.add_argument(
-        "--tokens", type=int, default=DEFAULT_TOKENS_PER_WEIGHT, metavar="T",
+        "--tokens",
+        type=int,
+        default=DEFAULT_TOKENS_PER_WEIGHT,
+        metavar="T",
         help=f"tokens per unit of weight (default {DEFAULT_TOKENS_PER_WEIGHT})",
     )
     plan.add_argument(
-        "--weight", action="append", default=[], metavar="NAME=W",
+        "--weight",
+        action="append",
+        default=[],
+        metavar="NAME=W",
         help="weight of a shard after the change (repeatable)",
     )
     plan.add_argument(
-        "--remove", action="append", default=[], metavar="NAME", help="remove this shard (repeatable)"
+        "--remove",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="remove this shard (repeatable)",
     )
     plan.add_argument("--json", action="store_true", help="print one JSON object")
     plan.set_defaults(handler=run_plan)
@@ -82,7 +94,9 @@ def shards_after(args: argparse.Namespace) -> list[Shard]:
         if not sep:
             raise UsageError(f"--weight {item!r}: expected NAME=WEIGHT")
         if name not in weights:
-            raise UsageError(f"--weight {item!r}: there is no shard named {name!r} after the change")
+            raise UsageError(
+                f"--weight {item!r}: there is no shard named {name!r} after the change"
+            )
         try:
             weights[name] = float(value)
         except ValueError:

@@ -62,7 +62,9 @@ class AuthConfig(_Model):
 
 
 class LimitsConfig(_Model):
-    max_request_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="like proto-max-bulk-len")
+    max_request_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024, description="like proto-max-bulk-len"
+    )
     max_clients: int = Field(10_000, ge=1)
 
 

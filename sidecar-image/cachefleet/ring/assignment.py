@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import struct
 import zlib
 from typing import Literal
@@ -44,7 +45,7 @@ class RingAssignment(BaseModel):
     @classmethod
     def from_ring(cls, ring: Ring) -> RingAssignment:
         tokens = ring.tokens
-        gaps = [tokens[0], *(b - a for a, b in zip(tokens, tokens[1:], strict=False))]
+        gaps = [tokens[0], *(b - a for a, b in itertools.pairwise(tokens))]
         count = len(tokens)
         raw = struct.pack(f"<{count}I{count}H", *gaps, *ring.owners)
         return cls(
@@ -60,7 +61,9 @@ class RingAssignment(BaseModel):
         except (binascii.Error, zlib.error) as error:
             raise RingError(f"ring tokens are not valid {ENCODING}: {error}") from error
         if len(raw) != count * 6:
-            raise RingError(f"ring tokens hold {len(raw)} bytes, expected {count * 6} for {count} tokens")
+            raise RingError(
+                f"ring tokens hold {len(raw)} bytes, expected {count * 6} for {count} tokens"
+            )
         values = struct.unpack(f"<{count}I{count}H", raw)
         tokens: list[int] = []
         position = 0

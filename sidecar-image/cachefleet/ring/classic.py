@@ -15,7 +15,9 @@ MAX_TOKENS_PER_WEIGHT = 10_000
 
 def validate_tokens_per_weight(tokens_per_weight: int) -> int:
     if isinstance(tokens_per_weight, bool) or not isinstance(tokens_per_weight, int):
-        raise RingError(f"tokens per unit of weight must be a whole number, not {tokens_per_weight!r}")
+        raise RingError(
+            f"tokens per unit of weight must be a whole number, not {tokens_per_weight!r}"
+        )
     if not 1 <= tokens_per_weight <= MAX_TOKENS_PER_WEIGHT:
         raise RingError(
             f"tokens per unit of weight must be between 1 and {MAX_TOKENS_PER_WEIGHT}, "

@@ -33,9 +33,9 @@ def hash_tag(key: bytes) -> bytes:
 
 def key_hash(key: bytes) -> int:
     """The position of ``key`` on the circle."""
-    return mmh3.hash(hash_tag(key), SEED, False)  # type: ignore[no-any-return]
+    return mmh3.hash(hash_tag(key), SEED, False)
 
 
 def token_position(shard_name: str, index: int) -> int:
     """Where a classic ring puts token number ``index`` of ``shard_name``."""
-    return mmh3.hash(f"{shard_name}#{index}".encode(), SEED, False)  # type: ignore[no-any-return]
+    return mmh3.hash(f"{shard_name}#{index}".encode(), SEED, False)

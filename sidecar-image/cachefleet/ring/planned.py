@@ -18,7 +18,11 @@ import heapq
 from collections.abc import Sequence
 from fractions import Fraction
 
-from cachefleet.ring.classic import DEFAULT_TOKENS_PER_WEIGHT, classic_ring, validate_tokens_per_weight
+from cachefleet.ring.classic import (
+    DEFAULT_TOKENS_PER_WEIGHT,
+    classic_ring,
+    validate_tokens_per_weight,
+)
 from cachefleet.ring.hashing import CIRCLE_SIZE
 from cachefleet.ring.ring import Ring
 from cachefleet.ring.shards import Shard, validate_shards
@@ -46,7 +50,9 @@ def plan_change(
     validate_tokens_per_weight(tokens_per_weight)
     before = _fair_fractions(current.shards)
     after = _fair_fractions(new_shards)
-    concerned = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+    concerned = {
+        name for name in before.keys() | after.keys() if before.get(name) != after.get(name)
+    }
     if not concerned and current.shard_names == tuple(s.name for s in new_shards):
         return current
     return _rebalance(current, new_shards, concerned, tokens_per_weight)
@@ -106,7 +112,9 @@ def _rebalance(
     receivers = [(name, -surplus) for name, surplus in balance.items() if surplus < 0]
 
     names = current.shard_names
-    owner_at = {token: names[owner] for token, owner in zip(current.tokens, current.owners, strict=True)}
+    owner_at = {
+        token: names[owner] for token, owner in zip(current.tokens, current.owners, strict=True)
+    }
     # Max-heaps (by length) of each donor's arcs; ties broken by position for determinism.
     donor_arcs: dict[str, list[tuple[int, int, int]]] = {name: [] for name, _ in donors}
     for start, end, owner in current.arcs():

@@ -35,7 +35,9 @@ class Ring:
         if not self.tokens:
             raise RingError("a ring needs at least one token")
         if len(self.tokens) > MAX_TOTAL_TOKENS:
-            raise RingError(f"{len(self.tokens)} tokens is more than the supported {MAX_TOTAL_TOKENS}")
+            raise RingError(
+                f"{len(self.tokens)} tokens is more than the supported {MAX_TOTAL_TOKENS}"
+            )
         previous = -1
         for token in self.tokens:
             if not 0 <= token < CIRCLE_SIZE:
@@ -56,7 +58,9 @@ class Ring:
         self._owner_of_position: list[int] = [*self.owners, self.owners[0]]
 
     @classmethod
-    def from_assignment(cls, shards: Sequence[Shard], assignment: Iterable[tuple[int, str]]) -> Ring:
+    def from_assignment(
+        cls, shards: Sequence[Shard], assignment: Iterable[tuple[int, str]]
+    ) -> Ring:
         """Build from (token, shard name) pairs in any order.
 
         Two shards drawing the same position is resolved by name order, the lower name keeps it,
@@ -149,7 +153,9 @@ class Ring:
 
     def assignment(self) -> list[tuple[int, str]]:
         names = self.shard_names
-        return [(token, names[owner]) for token, owner in zip(self.tokens, self.owners, strict=True)]
+        return [
+            (token, names[owner]) for token, owner in zip(self.tokens, self.owners, strict=True)
+        ]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Ring):

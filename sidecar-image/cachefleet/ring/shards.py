@@ -44,7 +44,9 @@ def validate_shards(shards: Iterable[Shard]) -> tuple[Shard, ...]:
         if weight <= 0:
             raise RingError(f"shard {name!r}: weight {weight!r} must be greater than zero")
         if weight > MAX_WEIGHT:
-            raise RingError(f"shard {name!r}: weight {weight!r} is above the maximum {MAX_WEIGHT:g}")
+            raise RingError(
+                f"shard {name!r}: weight {weight!r} is above the maximum {MAX_WEIGHT:g}"
+            )
     return result
 
 
