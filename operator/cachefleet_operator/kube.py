@@ -1,0 +1,342 @@
+"""The one module that talks to the Kubernetes API.
+
+Everything else in the operator is plain data in and out; this module turns a ``ReconcilePlan``
+into API calls and gathers the live children the reconciler observes. It speaks plain REST
+through the kubernetes client's ``ApiClient`` (serialisation, auth, TLS) rather than the typed
+APIs, so one code path serves every kind and every request is counted: the benchmark reports
+requests per reconcile, and an idle resync must make no write call at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import socket
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from cachefleet_operator.plan import APPLIED_HASH_ANNOTATION, ChildRef, EventSpec, Manifest
+
+FIELD_MANAGER = "cachefleet-operator"
+GROUP = "cachefleet.io"
+VERSION = "v1alpha1"
+PLURAL = "cacheclusters"
+CLUSTER_LABEL = "cachefleet.io/cluster"
+
+# Kinds the operator creates, with the API path segment each lives under.
+_PLURALS: dict[str, str] = {
+    "StatefulSet": "statefulsets",
+    "Service": "services",
+    "ConfigMap": "configmaps",
+    "Secret": "secrets",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "CacheCluster": PLURAL,
+    "Event": "events",
+}
+_CHILD_KINDS: tuple[tuple[str, str], ...] = (
+    ("apps/v1", "StatefulSet"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("policy/v1", "PodDisruptionBudget"),
+)
+_TIMEOUT = (5.0, 30.0)  # connect, read seconds: a hung API server must not hang a reconcile
+_EVENT_MESSAGE_LIMIT = 1024
+WRITE_VERBS = frozenset({"CREATE", "APPLY", "PATCH", "DELETE"})
+
+
+class KubeError(Exception):
+    """A request the API server refused; ``status`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    written: int
+    skipped: int
+
+
+def manifest_hash(manifest: Manifest) -> str:
+    """A stable hash of a manifest, ignoring the hash annotation itself."""
+    body = json.loads(json.dumps(manifest))
+    annotations = body.get("metadata", {}).get("annotations", {})
+    annotations.pop(APPLIED_HASH_ANNOTATION, None)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def status_merge_patch(live: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``live`` into ``desired``; {} if equal."""
+    patch: dict[str, Any] = {}
+    for key in live:
+        if key not in desired:
+            patch[key] = None
+    for key, value in desired.items():
+        old = live.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            sub = status_merge_patch(old, value)
+            if sub:
+                patch[key] = sub
+        elif key not in live or old != value:
+            patch[key] = value
+    return patch
+
+
+class _Connection:
+    """The shared part: one ApiClient (thread-safe urllib3 pool) and what discovery found."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.api_client = api_client
+        self._lock = threading.Lock()
+        self._pdb_version: str | None = None
+
+    def pdb_api_version(self, kube: Kube) -> str:
+        # policy/v1 arrived in 1.21; a 1.20 server only has policy/v1beta1.
+        with self._lock:
+            if self._pdb_version is None:
+                group = kube.request("GET", "GET", "/apis/policy")
+                versions = {v.get("version") for v in group.get("versions", [])}
+                self._pdb_version = "policy/v1" if "v1" in versions else "policy/v1beta1"
+            return self._pdb_version
+
+
+class Kube:
+    """API calls for one unit of work, counted per verb in ``counts``.
+
+    ``counted()`` gives a new view that shares the connection but starts a fresh counter, so
+    concurrent reconciles of different CacheClusters each report their own requests.
+    """
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+        self.counts: Counter[str] = Counter()
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None) -> Kube:
+        # Typed as Any: the client's config loaders carry no annotations.
+        client: Any = importlib.import_module("kubernetes.client")
+        config: Any = importlib.import_module("kubernetes.config")
+        configuration = client.Configuration()
+        if kubeconfig is None:
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                config.load_kube_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        return cls(_Connection(client.ApiClient(configuration)))
+
+    def counted(self) -> Kube:
+        return Kube(self._connection)
+
+    @property
+    def writes(self) -> int:
+        return sum(n for verb, n in self.counts.items() if verb in WRITE_VERBS)
+
+    @property
+    def requests(self) -> int:
+        return sum(self.counts.values())
+
+    def close(self) -> None:
+        self._connection.api_client.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def request(
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """One HTTP request, counted under ``verb``; the decoded JSON answer."""
+        api = self._connection.api_client
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        serialized = api.param_serialize(
+            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        self.counts[verb] += 1
+        try:
+            response = api.call_api(*serialized, _request_timeout=_TIMEOUT)
+        except Exception as error:  # urllib3: refused, reset, timed out
+            raise KubeError(0, type(error).__name__, str(error)) from error
+        data = response.read()
+        decoded: Any = json.loads(data) if data else {}
+        if not 200 <= response.status <= 299:
+            message = decoded.get("message", "") if isinstance(decoded, dict) else str(decoded)
+            raise KubeError(response.status, response.reason or "", message)
+        return decoded if isinstance(decoded, dict) else {}
+
+    def _path(self, api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+        try:
+            plural = _PLURALS[kind]
+        except KeyError:
+            raise KubeError(0, "UnknownKind", f"the operator does not manage {kind}") from None
+        root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        path = f"{root}/namespaces/{quote(namespace)}/{plural}"
+        return f"{path}/{quote(name)}" if name is not None else path
+
+    def _served_version(self, api_version: str, kind: str) -> str:
+        if kind == "PodDisruptionBudget":
+            return self._connection.pdb_api_version(self)
+        return api_version
+
+    # -- the CacheCluster -------------------------------------------------------------------------
+
+    def get_cluster(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request(
+                "GET", "GET", self._path(f"{GROUP}/{VERSION}", "CacheCluster", namespace, name)
+            )
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def patch_status(
+        self, cluster: dict[str, Any], desired: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Write ``desired`` as the whole status, only if it differs from the live one.
+
+        The patch carries the resourceVersion the status was computed from, so a status written
+        meanwhile (another operator instance) makes this fail with 409 instead of stepping back.
+        """
+        patch = status_merge_patch(cluster.get("status") or {}, desired)
+        if not patch:
+            return None
+        meta = cluster["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}
+        path = self._path(f"{GROUP}/{VERSION}", "CacheCluster", meta["namespace"], meta["name"])
+        return self.request(
+            "PATCH",
+            "PATCH",
+            f"{path}/status",
+            body=body,
+            content_type="application/merge-patch+json",
+        )
+
+    def post_event(self, cluster: dict[str, Any], event: EventSpec) -> None:
+        meta = cluster["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        message = event.message
+        if len(message) > _EVENT_MESSAGE_LIMIT:
+            message = message[: _EVENT_MESSAGE_LIMIT - 1] + "…"
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": cluster.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": cluster.get("kind", "CacheCluster"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": message,
+            "source": {"component": FIELD_MANAGER, "host": socket.gethostname()},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": socket.gethostname(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.request("CREATE", "POST", self._path("v1", "Event", meta["namespace"]), body=body)
+
+    # -- children ---------------------------------------------------------------------------------
+
+    def list_children(self, namespace: str, cluster_name: str) -> dict[tuple[str, str], Manifest]:
+        """The cluster's live children of every kind the operator makes, by (kind, name)."""
+        children: dict[tuple[str, str], Manifest] = {}
+        selector = {"labelSelector": f"{CLUSTER_LABEL}={cluster_name}"}
+        for api_version, kind in _CHILD_KINDS:
+            served = self._served_version(api_version, kind)
+            listing = self.request(
+                "LIST", "GET", self._path(served, kind, namespace), query=selector
+            )
+            for item in listing.get("items", []):
+                item.setdefault("apiVersion", served)
+                item.setdefault("kind", kind)
+                children[(kind, item["metadata"]["name"])] = item
+        return children
+
+    def apply(self, manifest: Manifest, live: Manifest | None) -> bool:
+        """Server-side apply ``manifest``; skipped (False) when the live object is already it."""
+        manifest = json.loads(json.dumps(manifest))
+        annotations = manifest.setdefault("metadata", {}).setdefault("annotations", {})
+        if APPLIED_HASH_ANNOTATION not in annotations:
+            annotations[APPLIED_HASH_ANNOTATION] = manifest_hash(manifest)
+        if live is not None:
+            live_annotations = live.get("metadata", {}).get("annotations") or {}
+            if (
+                live_annotations.get(APPLIED_HASH_ANNOTATION)
+                == annotations[APPLIED_HASH_ANNOTATION]
+            ):
+                return False
+        kind = manifest["kind"]
+        manifest["apiVersion"] = self._served_version(manifest["apiVersion"], kind)
+        meta = manifest["metadata"]
+        self.request(
+            "APPLY",
+            "PATCH",
+            self._path(manifest["apiVersion"], kind, meta["namespace"], meta["name"]),
+            query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            body=manifest,
+            content_type="application/apply-patch+yaml",
+        )
+        return True
+
+    def create_if_absent(self, manifest: Manifest, live: Manifest | None) -> bool:
+        if live is not None:
+            return False
+        manifest = json.loads(json.dumps(manifest))
+        kind = manifest["kind"]
+        manifest["apiVersion"] = self._served_version(manifest["apiVersion"], kind)
+        meta = manifest["metadata"]
+        try:
+            self.request(
+                "CREATE",
+                "POST",
+                self._path(manifest["apiVersion"], kind, meta["namespace"]),
+                query={"fieldManager": FIELD_MANAGER},
+                body=manifest,
+            )
+        except KubeError as error:
+            if error.status == 409:  # created meanwhile: exactly what "if absent" allows
+                return False
+            raise
+        return True
+
+    def delete(self, ref: ChildRef, namespace: str) -> bool:
+        """Delete one child (its pods go by garbage collection); False if it was already gone."""
+        try:
+            self.request(
+                "DELETE",
+                "DELETE",
+                self._path(
+                    self._served_version(ref.api_version, ref.kind), ref.kind, namespace, ref.name
+                ),
+                body={"propagationPolicy": "Background"},
+            )
+        except KubeError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
