@@ -4,32 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.ports import free_port
-from tests.support.processes import port_accepts, spawn, stop, wait_until
+from tests.support.processes import LocalServer, port_accepts, spawn, stop, wait_until
 
 READY_TIMEOUT = 10.0
 
 
 @dataclass
-class Nutcracker:
-    port: int
-    stats_port: int
-    directory: Path
-    process: subprocess.Popen[bytes] = field(repr=False)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+class Nutcracker(LocalServer):
+    stats_port: int = 0
 
     @property
     def log(self) -> Path:
@@ -71,7 +59,7 @@ def start_nutcracker(shards: Sequence[str]) -> Iterator[Nutcracker]:
         "--verbose", "4",
     ]  # fmt: skip
     process = spawn(argv, directory / "stdout.log")
-    proxy = Nutcracker(port, stats_port, directory, process)
+    proxy = Nutcracker(port, directory, process, stats_port)
     try:
         wait_until(lambda: port_accepts(port), process, "nutcracker", log, READY_TIMEOUT)
         yield proxy

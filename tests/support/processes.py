@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -25,7 +26,31 @@ def log_tail(path: Path, limit: int = 4000) -> str:
         return "(no log)"
 
 
-def spawn(argv: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+@dataclass
+class LocalServer:
+    """A child process serving on 127.0.0.1:``port``, with its files in ``directory``."""
+
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start argv with stdout and stderr in ``log``, in its own session so ^C reaches only us."""
     with open(log, "ab") as out:
         return subprocess.Popen(
@@ -33,8 +58,8 @@ def spawn(argv: list[str], log: Path, cwd: Path | None = None) -> subprocess.Pop
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=cwd,
             start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
         )
 
 

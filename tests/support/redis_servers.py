@@ -5,38 +5,23 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
-import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.support.ports import free_port
-from tests.support.processes import ProcessFailed, spawn, stop, wait_until
+from tests.support.processes import LocalServer, ProcessFailed, spawn, stop, wait_until
 
 READY_TIMEOUT = 10.0
 
 
 @dataclass
-class RedisServer:
-    port: int
-    directory: Path
-    process: subprocess.Popen[bytes] = field(repr=False)
+class RedisServer(LocalServer):
+    """``address`` (HOST:PORT) is also the shard's name on a ring built with ``--shards``."""
+
     password: str | None = None
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
-
-    @property
-    def address(self) -> str:
-        """HOST:PORT, which is also the shard's name on a ring built with ``--shards``."""
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     @property
     def log(self) -> Path:

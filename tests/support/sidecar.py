@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from cachefleet.config import PoolConfig, ShardEndpoint, SidecarConfig
 from cachefleet.ring import RingAssignment, Shard, classic_ring
 
 from tests.support.ports import free_port
-from tests.support.processes import log_tail, stop, wait_until
+from tests.support.processes import LocalServer, log_tail, spawn, stop, wait_until
 
 READY_TIMEOUT = 30.0
 
@@ -63,31 +62,13 @@ def _port_of(address: str) -> int:
 
 
 @dataclass
-class Sidecar:
-    port: int
-    admin_port: int
-    directory: Path
-    process: subprocess.Popen[bytes] = field(repr=False)
+class Sidecar(LocalServer):
+    admin_port: int = 0
     config_path: Path | None = None
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     @property
     def log(self) -> Path:
         return self.directory / "sidecar.log"
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
 
     def client(self, **kwargs: Any) -> Any:
         """A redis-py client talking to the sidecar (redis-py's defaults unless overridden)."""
@@ -151,17 +132,8 @@ def start_sidecar(
     argv += list(extra_args)
     log = directory / "sidecar.log"
     log.write_bytes(b"$ " + " ".join(argv).encode() + b"\n")
-    child_env = {**os.environ, **(env or {})}
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=child_env,
-        )
-    sidecar = Sidecar(port, admin_port, directory, process, config_path)
+    process = spawn(argv, log, env)
+    sidecar = Sidecar(port, directory, process, admin_port, config_path)
     try:
         wait_until(sidecar.ready, process, "cachefleet sidecar", log, READY_TIMEOUT)
         yield sidecar

@@ -1,0 +1,65 @@
+"""Fixtures with real processes: four redis-server shards, a plain Redis to compare with, and
+the sidecar in front of the shards.
+
+The processes live for the whole session (starting them is most of the cost); each test gets
+them flushed. ``CACHEFLEET_PROXY_UNDER_TEST=redis`` puts a plain redis-server where the sidecar
+would be, to check the harness itself (placement and admin tests then fail, as they should).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cachefleet.ring import Ring, Shard, classic_ring  # noqa: E402
+
+from tests.support import RedisServer, start_redis_servers, start_sidecar  # noqa: E402
+
+SHARD_COUNT = 4
+
+
+@dataclass
+class Fleet:
+    shards: list[RedisServer]
+    reference: RedisServer
+    proxy: Any  # a Sidecar (or a RedisServer when checking the harness itself)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [shard.address for shard in self.shards]
+
+    def ring(self) -> Ring:
+        """The ring ``--shards`` builds: classic, shards named by their addresses."""
+        return classic_ring([Shard(address) for address in self.addresses])
+
+    def flush(self) -> None:
+        for server in [*self.shards, self.reference]:
+            with server.client() as client:
+                client.flushall()
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Iterator[Fleet]:
+    with start_redis_servers(SHARD_COUNT + 1) as servers:
+        shards, reference = servers[:SHARD_COUNT], servers[SHARD_COUNT]
+        if os.environ.get("CACHEFLEET_PROXY_UNDER_TEST") == "redis":
+            yield Fleet(shards[:1], reference, shards[0])
+            return
+        with start_sidecar([shard.address for shard in shards]) as sidecar:
+            yield Fleet(shards, reference, sidecar)
+
+
+@pytest.fixture
+def clean_fleet(fleet: Fleet) -> Fleet:
+    fleet.flush()
+    return fleet
