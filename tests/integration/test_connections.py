@@ -1,0 +1,92 @@
+"""A thousand client connections share the sidecar's small pool: each shard sees at most the pool
+size of connections from it (per protocol version in use)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import RedisServer, Sidecar, start_redis_servers, start_sidecar
+from tests.support.resp import encode, split_replies
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+CLIENTS = 1000
+POOL_SIZE = 2
+CHECKER = "cachefleet-checker"
+
+
+@pytest.fixture(scope="module")
+def pooled() -> Iterator[tuple[list[RedisServer], Sidecar]]:
+    with start_redis_servers(4) as shards:
+        addresses = [shard.address for shard in shards]
+        with start_sidecar(addresses, pool_size=POOL_SIZE) as sidecar:
+            yield shards, sidecar
+
+
+async def _read_replies(reader: asyncio.StreamReader, count: int) -> list[bytes]:
+    buffer = b""
+    replies: list[bytes] = []
+    while len(replies) < count:
+        chunk = await reader.read(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {len(replies)} replies")
+        more, buffer = split_replies(buffer + chunk)
+        replies += more
+    return replies
+
+
+async def _open_and_use(
+    port: int, number: int, hello3: bool
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = encode("HELLO", "3") if hello3 else b""
+    request += encode("PING") + encode("SET", f"c:{number}", number) + encode("GET", f"c:{number}")
+    writer.write(request)
+    replies = await _read_replies(reader, 4 if hello3 else 3)
+    assert replies[-3] == b"+PONG\r\n", replies
+    value = str(number).encode()
+    assert replies[-1] == b"$%d\r\n%s\r\n" % (len(value), value), replies
+    return reader, writer
+
+
+def _sidecar_connections(shard: RedisServer) -> Counter[str]:
+    """Connections on a shard other than our own checker, counted by their RESP version."""
+    with shard.client(client_name=CHECKER) as client:
+        entries = client.client_list()
+    return Counter(e.get("resp", "2") for e in entries if e.get("name") != CHECKER)
+
+
+async def _thousand_clients(port: int, shards: list[RedisServer]) -> list[Counter[str]]:
+    connections = []
+    try:
+        for start in range(0, CLIENTS, 100):
+            batch = [_open_and_use(port, n, hello3=n % 2 == 1) for n in range(start, start + 100)]
+            connections += await asyncio.gather(*batch)
+        # All thousand still open: now count what the shards see.
+        return [await asyncio.to_thread(_sidecar_connections, shard) for shard in shards]
+    finally:
+        for _, writer in connections:
+            writer.close()
+        await asyncio.gather(*(w.wait_closed() for _, w in connections), return_exceptions=True)
+
+
+def test_thousand_clients_use_at_most_the_pool(pooled: tuple[list[RedisServer], Sidecar]) -> None:
+    shards, sidecar = pooled
+    counts = asyncio.run(_thousand_clients(sidecar.port, shards))
+    for shard, count in zip(shards, counts, strict=True):
+        assert sum(count.values()) >= 1, f"{shard.address}: no connection from the sidecar"
+        for protocol, connections in count.items():
+            assert connections <= POOL_SIZE, (
+                f"{shard.address}: {connections} RESP{protocol} connections, pool size {POOL_SIZE}"
+            )
+    assert sidecar.alive()
+    # Every key went through and sits on some shard.
+    total = 0
+    for shard in shards:
+        with shard.client() as client:
+            total += client.dbsize()
+    assert total == CLIENTS

@@ -1,0 +1,171 @@
+"""A new ring in the config file applies while clients hammer the sidecar: no request fails,
+no connection drops, and afterwards keys go where the new ring says."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis
+from cachefleet.ring import Shard, classic_ring
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tests.support import RedisServer, Sidecar, sidecar_config, start_redis_servers, start_sidecar
+from tests.support.sidecar import write_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+WORKERS = 4
+MAX_OPERATIONS = 30_000  # per worker; the time limit below normally ends the run first
+
+
+@dataclass
+class Worker:
+    number: int
+    protocol: int
+    operations: int = 0
+    misses: int = 0
+    errors: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    socket_changed: bool = False
+
+
+def _hammer(port: int, worker: Worker, stop: threading.Event) -> None:
+    # No retries: a dropped connection must surface as an error, not be papered over.
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        protocol=worker.protocol,
+        single_connection_client=True,
+        retry=Retry(NoBackoff(), 0),
+        socket_timeout=5,
+    )
+    try:
+        client.ping()
+        connection = client.connection
+        assert connection is not None
+        first_socket = connection._sock
+        for i in range(MAX_OPERATIONS):
+            if stop.is_set():
+                break
+            key = f"w{worker.number}:{i % 500}"
+            value = f"{worker.number}:{i}".encode()
+            try:
+                client.set(key, value)
+                got = client.get(key)
+            except redis.RedisError as error:
+                worker.errors.append(f"op {i}: {error!r}")
+                break
+            worker.operations += 2
+            if got is None:
+                # Only possible when the ring changed between this SET and its GET.
+                worker.misses += 1
+            elif got != value:
+                worker.wrong.append(f"{key}: wrote {value!r}, read {got!r}")
+        worker.socket_changed = (
+            client.connection is None or client.connection._sock is not first_socket
+        )
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def five_servers() -> Iterator[list[RedisServer]]:
+    with start_redis_servers(5) as servers:
+        yield servers
+
+
+def _wait_for_ring(sidecar: Sidecar, servers: list[RedisServer], timeout: float = 15.0) -> None:
+    """Until a key the new ring gives the fifth shard is written there through the sidecar."""
+    ring = classic_ring([Shard(s.address) for s in servers])
+    probes = [f"probe:{i}" for i in range(2000)]
+    probes = [key for key in probes if ring.shard_for(key.encode()) == servers[4].address][:20]
+    deadline = time.monotonic() + timeout
+    with sidecar.client(protocol=2) as client, servers[4].client() as fifth:
+        while time.monotonic() < deadline:
+            for key in probes:
+                client.set(key, "1")
+            if fifth.exists(*probes) == len(probes):
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"the sidecar did not apply the 5-shard ring within {timeout}s")
+
+
+def test_reload_under_load_loses_nothing(five_servers: list[RedisServer]) -> None:
+    four = [s.address for s in five_servers[:4]]
+    config = sidecar_config(four, config_version="1")
+    with start_sidecar(config=config) as sidecar:
+        assert sidecar.config_path is not None
+        stop = threading.Event()
+        workers = [Worker(n, protocol=2 if n % 2 else 3) for n in range(WORKERS)]
+        threads = [
+            threading.Thread(target=_hammer, args=(sidecar.port, w, stop), daemon=True)
+            for w in workers
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(1.0)
+            before = sum(w.operations for w in workers)
+            new_config = sidecar_config(
+                [s.address for s in five_servers],
+                listen_port=sidecar.port,
+                admin_port=sidecar.admin_port,
+                config_version="2",
+            )
+            write_config(sidecar.config_path, new_config)
+            _wait_for_ring(sidecar, five_servers)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+        assert all(not t.is_alive() for t in threads), "a client hung"
+        after = sum(w.operations for w in workers)
+        assert before > 100 and after > before + 100, f"too little load: {before} then {after}"
+        for worker in workers:
+            assert not worker.errors, f"worker {worker.number} failed: {worker.errors[:3]}"
+            assert not worker.wrong, f"worker {worker.number} read wrong values: {worker.wrong[:3]}"
+            assert not worker.socket_changed, f"worker {worker.number} had to reconnect"
+            assert worker.misses <= 1, f"worker {worker.number}: {worker.misses} misses"
+        assert sidecar.alive()
+
+        # The new ring routes everything now: fresh keys sit where it says.
+        ring = classic_ring([Shard(s.address) for s in five_servers])
+        by_address = {s.address: s for s in five_servers}
+        with sidecar.client(protocol=2) as client:
+            for i in range(100):
+                client.set(f"after:{i}", "x")
+        for i in range(100):
+            key = f"after:{i}".encode()
+            with by_address[ring.shard_for(key)].client() as owner:
+                assert owner.exists(key) == 1, f"{key!r} is not on {ring.shard_for(key)}"
+
+
+def test_invalid_config_is_rejected_and_old_one_keeps_serving(
+    five_servers: list[RedisServer],
+) -> None:
+    four = [s.address for s in five_servers[:4]]
+    with start_sidecar(config=sidecar_config(four)) as sidecar:
+        assert sidecar.config_path is not None
+        with sidecar.client(protocol=2, single_connection_client=True) as client:
+            client.set("before", "1")
+            for bad in ['{"schemaVersion": 1, "shards": []', '{"schemaVersion": 99}', "[]"]:
+                sidecar.config_path.write_text(bad)
+                time.sleep(1.5)  # long enough for a file watcher to notice and reject it
+                assert sidecar.alive(), f"the sidecar died on config {bad!r}"
+                assert client.get("before") == b"1"
+                assert sidecar.ready()
+        old_ring = classic_ring([Shard(a) for a in four])
+        by_address = {s.address: s for s in five_servers}
+        with sidecar.client(protocol=2) as client:
+            for i in range(50):
+                client.set(f"still-old:{i}", "x")
+        for i in range(50):
+            key = f"still-old:{i}".encode()
+            with by_address[old_ring.shard_for(key)].client() as owner:
+                assert owner.exists(key) == 1
