@@ -1,0 +1,436 @@
+"""The reconciler: CacheCluster + what was observed → what to do. Pure: no API, no clock.
+
+Rules it keeps:
+- The ring in status is the truth: it is reused as it is, and a new one is planned from it
+  (``plan_change``) only when the spec's shard set or weights differ from it.
+- A capacity change runs the warm-up state machine (``warmup.py``); new shards' children are
+  applied from the moment the change is planned, removed shards' children are deleted only
+  after cut-over, grace, and once the live sidecar ConfigMap no longer names them.
+- A spec that passes the schema but cannot work leaves every child exactly as it is: the
+  children are rendered from the last valid spec (kept in ``status.appliedSpec``), so their
+  hashes equal the live ones and nothing is written; a Degraded condition and a Warning Event
+  say what is wrong.
+- A capacity change asked for during a warm-up is queued: the running warm-up finishes
+  unchanged, then the queued one is planned (``status.pendingChange`` says so meanwhile).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cachefleet.config import WarmupConfig
+from pydantic import ValidationError
+
+from cachefleet_operator.api import (
+    CacheClusterSpec,
+    CacheClusterStatus,
+    Condition,
+    RingStatus,
+    ShardStatus,
+    SpecError,
+    WarmUpStatus,
+    parse_spec,
+)
+from cachefleet_operator.children.context import RenderContext
+from cachefleet_operator.children.disruption_budget import disruption_budgets
+from cachefleet_operator.children.gutter import gutter_children
+from cachefleet_operator.children.redis_config import redis_config_map
+from cachefleet_operator.children.secret import generated_secret
+from cachefleet_operator.children.shard import shard_children
+from cachefleet_operator.children.sidecar_config import Routing, sidecar_config_map
+from cachefleet_operator.clock import rfc3339
+from cachefleet_operator.conditions import condition, find
+from cachefleet_operator.labels import CLUSTER, Owner
+from cachefleet_operator.manifest_hash import applied_hash, stamped
+from cachefleet_operator.naming import (
+    MAX_CLUSTER_NAME,
+    auth_secret,
+    shard_number,
+    shard_workload,
+    sidecar_config,
+)
+from cachefleet_operator.plan import ChildRef, EventSpec, Manifest, Observed, ReconcilePlan
+from cachefleet_operator.ring_state import (
+    WeightError,
+    desired_shards,
+    first_ring,
+    next_ring,
+    ring_names,
+)
+from cachefleet_operator.warmup import WarmUpFacts, advance
+
+# Kinds the operator renders; only these are ever deleted as no longer desired.
+MANAGED_KINDS = frozenset({"StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget"})
+# While shards are not ready, look again now and then so status follows them.
+READINESS_POLL_SECONDS = 30.0
+
+
+def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
+    meta = cluster.get("metadata") or {}
+    owner = Owner(
+        name=str(meta.get("name", "")),
+        namespace=str(meta.get("namespace") or "default"),
+        uid=str(meta.get("uid", "")),
+    )
+    live, status_problem = _read_status(cluster.get("status"))
+    problems: list[str] = []
+    events: list[EventSpec] = []
+
+    spec: CacheClusterSpec | None = None
+    try:
+        spec = parse_spec(cluster.get("spec"))
+    except SpecError as error:
+        problems += error.problems
+    if len(owner.name) > MAX_CLUSTER_NAME:
+        problems.append(
+            f"metadata.name: {len(owner.name)} characters, at most {MAX_CLUSTER_NAME} "
+            "(shard StatefulSet names must fit Kubernetes' limits)"
+        )
+        spec = None
+    if status_problem is not None:
+        # Planning from an unreadable ring would compute a different ring: touch nothing.
+        problems.append(status_problem)
+        spec = None
+
+    ring = live.ring
+    warm = live.warm_up
+    pending: str | None = None
+    if spec is not None:
+        target = warm.to_ring if warm is not None else ring
+        try:
+            shards = desired_shards(spec, ring_names(target) if target else [])
+        except WeightError as error:
+            problems.append(str(error))
+            spec = None
+        else:
+            wanted = [(s.name, float(s.weight)) for s in shards]
+            if ring is None:
+                ring = first_ring(spec, shards)
+            elif warm is None and _weights(ring) != wanted:
+                planned = next_ring(spec, ring, shards)
+                warm = _start_change(ring, planned, observed)
+                events.append(
+                    EventSpec(
+                        "Normal",
+                        "CapacityChange",
+                        f"{warm.from_shards} → {warm.to_shards} shards: "
+                        f"{warm.moved_fraction * 100:.1f}% of keys move",
+                    )
+                )
+            elif warm is not None and _weights(warm.to_ring) != wanted:
+                pending = (
+                    f"{len(shards)} shards with weights "
+                    f"{_weight_text(wanted)} after the change in progress"
+                )
+
+    effective = spec if spec is not None else _applied_spec(live)
+    if effective is None or ring is None:
+        return _nothing_to_run(cluster, owner, live, problems, observed)
+
+    context = RenderContext(owner, effective)
+    requeue: float | None = None
+    if warm is not None:
+        facts = WarmUpFacts(
+            new_shards_ready=_shards_ready(
+                context, warm.added_shards, observed, effective.warm_up.wait_for_ready_shards
+            ),
+            removed_shards_gone=not any(
+                (kind, shard_workload(owner.name, shard)) in observed.children
+                for shard in warm.removed_shards
+                for kind in ("StatefulSet", "Service")
+            ),
+            hit_ratio=observed.warmup.hit_ratio if observed.warmup else None,
+        )
+        step = advance(warm, effective.warm_up, facts, observed.now)
+        events += step.events
+        requeue = step.requeue_after
+        if step.warm_up is None:
+            ring = warm.to_ring
+        warm = step.warm_up
+
+    routing, shard_set = _routing(ring, warm)
+    config_map = stamped(sidecar_config_map(context, routing))
+    if warm is not None and warm.phase == "Finalizing":
+        live_config = observed.children.get(("ConfigMap", sidecar_config(owner.name)))
+        if applied_hash(live_config) != applied_hash(config_map):
+            # Sidecars may still route to a removed shard until the final ConfigMap is live.
+            shard_set = sorted({*shard_set, *warm.removed_shards}, key=shard_number)
+
+    manifests: list[Manifest] = [redis_config_map(context)]
+    for shard in shard_set:
+        manifests += shard_children(context, shard)
+    manifests += gutter_children(context)
+    manifests += disruption_budgets(context)
+    apply = [stamped(m) for m in manifests] + [config_map]
+
+    create: list[Manifest] = []
+    secret = generated_secret(context, observed.generated_password)
+    if secret is not None and ("Secret", auth_secret(owner.name)) not in observed.children:
+        create.append(secret)
+
+    desired = {(m["kind"], m["metadata"]["name"]) for m in apply}
+    delete = [
+        ChildRef(str(child.get("apiVersion", "v1")), kind, name)
+        for (kind, name), child in sorted(observed.children.items())
+        if kind in MANAGED_KINDS and (kind, name) not in desired and _ours(child, owner)
+    ]
+
+    shard_statuses = _shard_statuses(owner, shard_set, ring if warm is None else routing, observed)
+    routing_names = [s.name for s in routing.ring.shards]
+    ready = [s.name for s in shard_statuses if s.ready and s.name in routing_names]
+    if requeue is None and len(ready) < len(routing_names):
+        requeue = READINESS_POLL_SECONDS
+
+    conditions = [
+        _ready_condition(routing_names, ready, live, observed),
+        _progressing_condition(warm, pending, ring, live, observed),
+        _degraded_condition(problems, live, observed),
+    ]
+    events += _condition_events(problems, conditions, live)
+    if pending is not None and pending != live.pending_change:
+        events.append(EventSpec("Warning", "ChangeQueued", f"queued: {pending}"))
+
+    phase = warm.phase if warm is not None else ("Degraded" if problems else "Stable")
+    moved = live.moved_percent
+    if warm is not None:
+        moved = round(warm.moved_fraction * 100, 2)
+    status = CacheClusterStatus(
+        phase=phase,
+        observed_generation=meta.get("generation"),
+        shards=len(routing_names),
+        ready_shards=len(ready),
+        moved_percent=moved,
+        shard_statuses=shard_statuses,
+        ring=ring if warm is None else _routing_ring(warm),
+        warm_up=warm,
+        pending_change=pending,
+        applied_spec=effective.dump(),
+        conditions=conditions,
+    )
+    return ReconcilePlan(
+        apply=apply,
+        create_if_absent=create,
+        delete=delete,
+        status=status.dump(),
+        events=events,
+        requeue_after=requeue,
+    )
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def _read_status(raw: Any) -> tuple[CacheClusterStatus, str | None]:
+    if not raw:
+        return CacheClusterStatus(), None
+    known = {k: v for k, v in dict(raw).items() if k in _STATUS_KEYS}
+    try:
+        return CacheClusterStatus.model_validate(known), None
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return CacheClusterStatus(), f"status.{where}: unreadable ({first['msg']})"
+
+
+_STATUS_KEYS = frozenset(
+    field.alias or name for name, field in CacheClusterStatus.model_fields.items()
+)
+
+
+def _applied_spec(live: CacheClusterStatus) -> CacheClusterSpec | None:
+    if live.applied_spec is None:
+        return None
+    try:
+        return CacheClusterSpec.model_validate(live.applied_spec)
+    except ValidationError:
+        return None
+
+
+def _weights(ring: RingStatus) -> list[tuple[str, float]]:
+    return [(s.name, float(s.weight)) for s in ring.assignment.shards]
+
+
+def _weight_text(weights: list[tuple[str, float]]) -> str:
+    uneven = [f"{name}={weight:g}" for name, weight in weights if weight != 1.0]
+    return "{" + ", ".join(uneven) + "}" if uneven else "all 1"
+
+
+def _ours(child: Manifest, owner: Owner) -> bool:
+    labels = (child.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(CLUSTER, owner.name) == owner.name)
+
+
+# -- the change ----------------------------------------------------------------------------
+
+
+def _start_change(current: RingStatus, planned: RingStatus, observed: Observed) -> WarmUpStatus:
+    from cachefleet.ring import movement
+
+    before = ring_names(current)
+    after = ring_names(planned)
+    moved = movement(current.assignment.to_ring(), planned.assignment.to_ring()).moved_fraction
+    stamp = rfc3339(observed.now)
+    return WarmUpStatus(
+        phase="Provisioning",
+        from_shards=len(before),
+        to_shards=len(after),
+        moved_fraction=round(moved, 6),
+        added_shards=[n for n in after if n not in before],
+        removed_shards=[n for n in before if n not in after],
+        started_at=stamp,
+        phase_started_at=stamp,
+        from_ring=current,
+        to_ring=planned,
+    )
+
+
+def _routing_ring(warm: WarmUpStatus) -> RingStatus:
+    return warm.from_ring if warm.phase in ("Provisioning", "Shadowing") else warm.to_ring
+
+
+def _routing(ring: RingStatus, warm: WarmUpStatus | None) -> tuple[Routing, list[str]]:
+    """What the sidecars route by in this phase, and the shards whose children must exist."""
+    if warm is None:
+        return Routing(ring.assignment, ring.version), ring_names(ring)
+    both = sorted({*ring_names(warm.from_ring), *ring_names(warm.to_ring)}, key=shard_number)
+    old, new = warm.from_ring, warm.to_ring
+    if warm.phase == "Provisioning":
+        return Routing(old.assignment, old.version), both
+    if warm.phase == "Shadowing":
+        section = WarmupConfig(
+            phase="shadow", shadow_percent=warm.percent, next_ring=new.assignment
+        )
+        return Routing(old.assignment, old.version, section), both
+    if warm.phase == "Grace":
+        section = WarmupConfig(phase="grace", previous_ring=old.assignment)
+        return Routing(new.assignment, new.version, section), both
+    return Routing(new.assignment, new.version), ring_names(new)
+
+
+def _shards_ready(
+    context: RenderContext, shards: list[str], observed: Observed, need_ready: bool
+) -> bool:
+    for shard in shards:
+        live = observed.children.get(("StatefulSet", shard_workload(context.name, shard)))
+        if live is None or (need_ready and _ready_replicas(live) < 1):
+            return False
+    return True
+
+
+def _ready_replicas(statefulset: Manifest) -> int:
+    value = (statefulset.get("status") or {}).get("readyReplicas") or 0
+    return int(value)
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+def _shard_statuses(
+    owner: Owner, shard_set: list[str], routing: Routing | RingStatus, observed: Observed
+) -> list[ShardStatus]:
+    assignment = routing.assignment if isinstance(routing, RingStatus) else routing.ring
+    shares = assignment.to_ring().shares()
+    result = []
+    for shard in shard_set:
+        live = observed.children.get(("StatefulSet", shard_workload(owner.name, shard)))
+        replicas = _ready_replicas(live) if live is not None else 0
+        result.append(
+            ShardStatus(
+                name=shard,
+                ready=replicas >= 1,
+                ready_replicas=replicas,
+                share=round(shares.get(shard, 0.0), 6),
+            )
+        )
+    return result
+
+
+def _ready_condition(
+    names: list[str], ready: list[str], live: CacheClusterStatus, observed: Observed
+) -> Condition:
+    waiting = [n for n in names if n not in ready]
+    if not waiting:
+        message = f"{len(ready)}/{len(names)} shards ready"
+        return condition("Ready", True, "AllShardsReady", message, live.conditions, observed.now)
+    shown = ", ".join(waiting[:5]) + (", ..." if len(waiting) > 5 else "")
+    message = f"{len(ready)}/{len(names)} shards ready; waiting for {shown}"
+    return condition("Ready", False, "ShardsNotReady", message, live.conditions, observed.now)
+
+
+def _progressing_condition(
+    warm: WarmUpStatus | None,
+    pending: str | None,
+    ring: RingStatus,
+    live: CacheClusterStatus,
+    observed: Observed,
+) -> Condition:
+    if warm is None:
+        message = f"ring v{ring.version}: {len(ring.assignment.shards)} shards, no change running"
+        return condition("Progressing", False, "Stable", message, live.conditions, observed.now)
+    change = (
+        f"{warm.from_shards} → {warm.to_shards} shards "
+        f"({warm.moved_fraction * 100:.1f}% of keys move)"
+    )
+    detail = {
+        "Provisioning": "creating the new shards",
+        "Shadowing": f"shadowing {warm.percent:g}% of requests to the next ring",
+        "Grace": f"cut over ({warm.cutover_reason}); the old ring answers misses",
+        "Finalizing": "the new ring is the only one; removing old shards",
+    }[warm.phase]
+    message = f"{change}: {detail}"
+    if pending is not None:
+        message += f"; queued: {pending}"
+    return condition("Progressing", True, warm.phase, message, live.conditions, observed.now)
+
+
+def _degraded_condition(
+    problems: list[str], live: CacheClusterStatus, observed: Observed
+) -> Condition:
+    if problems:
+        message = "; ".join(problems) + "; nothing running was changed"
+        return condition("Degraded", True, "InvalidSpec", message, live.conditions, observed.now)
+    return condition(
+        "Degraded", False, "SpecValid", "the spec is valid", live.conditions, observed.now
+    )
+
+
+def _condition_events(
+    problems: list[str], conditions: list[Condition], live: CacheClusterStatus
+) -> list[EventSpec]:
+    degraded = find(conditions, "Degraded")
+    before = find(live.conditions, "Degraded")
+    if degraded is None or degraded.status != "True":
+        return []
+    if before is not None and before.status == "True" and before.message == degraded.message:
+        return []
+    return [EventSpec("Warning", degraded.reason, degraded.message)]
+
+
+def _nothing_to_run(
+    cluster: dict[str, Any],
+    owner: Owner,
+    live: CacheClusterStatus,
+    problems: list[str],
+    observed: Observed,
+) -> ReconcilePlan:
+    """No valid spec has ever been seen (or status is unreadable): report, create nothing."""
+    conditions = [
+        condition("Ready", False, "NoValidSpec", "nothing runs yet", live.conditions, observed.now),
+        condition(
+            "Progressing",
+            False,
+            "NoValidSpec",
+            "waiting for a valid spec",
+            live.conditions,
+            observed.now,
+        ),
+        _degraded_condition(problems, live, observed),
+    ]
+    status = live.model_copy(
+        update={
+            "phase": "Degraded",
+            "observed_generation": (cluster.get("metadata") or {}).get("generation"),
+            "conditions": conditions,
+        }
+    )
+    return ReconcilePlan(status=status.dump(), events=_condition_events(problems, conditions, live))

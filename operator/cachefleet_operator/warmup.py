@@ -1,0 +1,192 @@
+"""The warm-up state machine of a capacity change, one pure step at a time.
+
+    Provisioning ─► Shadowing (ramp steps) ─► cut-over ─► Grace ─► Finalizing ─► (Stable)
+          └──────────── warmUp.enabled: false ──────────────────────┘
+
+Every fact the machine needs is in the WarmUpStatus (persisted) or in WarmUpFacts (observed
+this time), and time comes only from ``now``. So a reconciler killed at any point and started
+again computes the same next state from status alone. A step that takes time records when it
+started; a step never lasts less than its duration, even after a long outage of the operator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cachefleet_operator.api import WarmUpStatus
+from cachefleet_operator.api.spec import WarmUpSpec
+from cachefleet_operator.api.status import CutoverReason
+from cachefleet_operator.clock import rfc3339, seconds_since
+from cachefleet_operator.plan import EventSpec
+
+# How often to look again while waiting on the outside world (pods, the hit ratio, deletions).
+POLL_SECONDS = 5.0
+MAX_TRANSITIONS = 10
+
+
+@dataclass(frozen=True)
+class WarmUpFacts:
+    """What the reconciler observed that the machine depends on."""
+
+    # Every added shard's StatefulSet exists (and has a ready pod, if the spec asks for it).
+    new_shards_ready: bool
+    # No StatefulSet or Service of a removed shard is left.
+    removed_shards_gone: bool
+    hit_ratio: float | None
+
+
+@dataclass(frozen=True)
+class Advance:
+    warm_up: WarmUpStatus | None
+    events: list[EventSpec] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+def step_seconds(config: WarmUpSpec) -> int:
+    if config.ramp_seconds is not None:
+        return max(1, math.ceil(config.ramp_seconds / len(config.steps)))
+    return config.step_seconds
+
+
+def advance(state: WarmUpStatus, config: WarmUpSpec, facts: WarmUpFacts, now: datetime) -> Advance:
+    """Take every transition that is due now; say when to look again."""
+    events: list[EventSpec] = []
+    current: WarmUpStatus | None = state
+    for _ in range(MAX_TRANSITIONS):
+        if current is None:
+            return Advance(None, events, None)
+        after, new_events, wait = _step(current, config, facts, now)
+        events += new_events
+        if after == current:
+            return Advance(current, events, wait)
+        current = after
+    return Advance(current, events, POLL_SECONDS)
+
+
+def _step(
+    state: WarmUpStatus, config: WarmUpSpec, facts: WarmUpFacts, now: datetime
+) -> tuple[WarmUpStatus | None, list[EventSpec], float | None]:
+    if state.phase == "Provisioning":
+        return _provisioning(state, config, facts, now)
+    if state.phase == "Shadowing":
+        return _shadowing(state, config, facts, now)
+    if state.phase == "Grace":
+        remaining = config.grace_seconds - seconds_since(state.phase_started_at, now)
+        if remaining > 0:
+            return state, [], remaining
+        return _finalizing(state, now)
+    # Finalizing: the reconciler deletes removed shards once the final ConfigMap is live.
+    if not facts.removed_shards_gone:
+        return state, [], POLL_SECONDS
+    message = (
+        f"{state.from_shards} → {state.to_shards} shards complete: "
+        f"ring v{state.to_ring.version} is the only ring"
+    )
+    return None, [EventSpec("Normal", "WarmUpComplete", message)], None
+
+
+def _provisioning(
+    state: WarmUpStatus, config: WarmUpSpec, facts: WarmUpFacts, now: datetime
+) -> tuple[WarmUpStatus | None, list[EventSpec], float | None]:
+    if not facts.new_shards_ready:
+        return state, [], POLL_SECONDS
+    if not config.enabled:
+        return _cut_over(state, "WarmUpDisabled", facts.hit_ratio, now, config)
+    stamp = rfc3339(now)
+    percent = config.steps[0]
+    after = state.model_copy(
+        update={
+            "phase": "Shadowing",
+            "phase_started_at": stamp,
+            "step": 0,
+            "step_started_at": stamp,
+            "percent": percent,
+        }
+    )
+    message = (
+        f"shadowing {percent:g}% of requests to ring v{state.to_ring.version} "
+        f"({state.to_shards} shards)"
+    )
+    return after, [EventSpec("Normal", "ShadowingStarted", message)], None
+
+
+def _shadowing(
+    state: WarmUpStatus, config: WarmUpSpec, facts: WarmUpFacts, now: datetime
+) -> tuple[WarmUpStatus | None, list[EventSpec], float | None]:
+    to_timeout = config.timeout_seconds - seconds_since(state.phase_started_at, now)
+    if to_timeout <= 0:
+        return _cut_over(state, "Timeout", facts.hit_ratio, now, config)
+    duration = step_seconds(config)
+    step_started = state.step_started_at or state.phase_started_at
+    to_step_end = duration - seconds_since(step_started, now)
+    last = len(config.steps) - 1
+    step = min(state.step, last)
+    if to_step_end > 0:
+        return state, [], min(to_step_end, to_timeout)
+    if step < last:
+        percent = config.steps[step + 1]
+        after = state.model_copy(
+            update={"step": step + 1, "step_started_at": rfc3339(now), "percent": percent}
+        )
+        return (
+            after,
+            [EventSpec("Normal", "ShadowStep", f"shadowing {percent:g}% of requests")],
+            None,
+        )
+    ratio = facts.hit_ratio
+    if ratio is not None and ratio >= config.cutover_hit_ratio:
+        return _cut_over(state, "HitRatioReached", ratio, now, config)
+    return state, [], min(POLL_SECONDS, to_timeout)
+
+
+def _cut_over(
+    state: WarmUpStatus,
+    reason: CutoverReason,
+    ratio: float | None,
+    now: datetime,
+    config: WarmUpSpec,
+) -> tuple[WarmUpStatus | None, list[EventSpec], float | None]:
+    stamp = rfc3339(now)
+    version = state.to_ring.version
+    seen = "unknown" if ratio is None else f"{ratio:.2f}"
+    if reason == "HitRatioReached":
+        event = EventSpec(
+            "Normal",
+            "CutOver",
+            f"cut over to ring v{version}: hit ratio {seen} ≥ {config.cutover_hit_ratio:.2f}",
+        )
+    elif reason == "Timeout":
+        event = EventSpec(
+            "Warning",
+            "CutOverTimeout",
+            f"cut over to ring v{version} after the {config.timeout_seconds}s warm-up "
+            f"timeout: hit ratio {seen}, wanted {config.cutover_hit_ratio:.2f}",
+        )
+    else:
+        event = EventSpec(
+            "Normal",
+            "CutOver",
+            f"cut over to ring v{version} without warm-up (spec.warmUp.enabled is false)",
+        )
+    update: dict[str, object] = {
+        "cutover_reason": reason,
+        "cutover_at": stamp,
+        "cutover_hit_ratio": None if ratio is None else round(ratio, 4),
+        "percent": 100.0 if reason != "WarmUpDisabled" else 0.0,
+    }
+    if reason == "WarmUpDisabled":
+        after, events, wait = _finalizing(state.model_copy(update=update), now)
+        return after, [event, *events], wait
+    after = state.model_copy(update={**update, "phase": "Grace", "phase_started_at": stamp})
+    return after, [event], None
+
+
+def _finalizing(
+    state: WarmUpStatus, now: datetime
+) -> tuple[WarmUpStatus | None, list[EventSpec], float | None]:
+    after = state.model_copy(update={"phase": "Finalizing", "phase_started_at": rfc3339(now)})
+    removing = f"; removing {', '.join(state.removed_shards)}" if state.removed_shards else ""
+    message = f"ring v{state.to_ring.version} is now the only ring{removing}"
+    return after, [EventSpec("Normal", "Finalizing", message)], None
