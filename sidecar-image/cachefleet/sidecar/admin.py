@@ -1,0 +1,171 @@
+"""The admin endpoint: Prometheus metrics, /healthz and /readyz over plain HTTP/1.1.
+
+Metrics come from a collector that reads the sidecar's plain counters at scrape time, so the
+request path never touches prometheus-client. Each Sidecar has its own registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from cachefleet.sidecar.pool import READY
+from cachefleet.sidecar.stats import LATENCY_BUCKETS
+
+if TYPE_CHECKING:
+    from cachefleet.sidecar.app import Sidecar
+
+log = logging.getLogger("cachefleet.sidecar.admin")
+
+PREFIX = "cachefleet_sidecar"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class SidecarCollector(Collector):
+    def __init__(self, app: Sidecar) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        app = self.app
+        stats = app.stats
+        requests = CounterMetricFamily(
+            f"{PREFIX}_requests", "Requests by command and shard (local: answered by the sidecar)",
+            labels=["command", "shard"],
+        )  # fmt: skip
+        for shard, shard_stats in stats.shards.items():
+            for spec, count in list(shard_stats.requests.items()):
+                requests.add_metric([spec.name, shard], count)
+        for spec, count in list(stats.local_requests.items()):
+            requests.add_metric([spec.name, "local"], count)
+        yield requests
+
+        errors = CounterMetricFamily(
+            f"{PREFIX}_errors", "Requests answered with an error by the sidecar", labels=["kind"]
+        )
+        for kind, count in list(stats.errors.items()):
+            errors.add_metric([kind], count)
+        yield errors
+
+        latency = HistogramMetricFamily(
+            f"{PREFIX}_shard_latency_seconds",
+            "Shard round trip, from the write of a batch to the reply to its last request",
+            labels=["shard"],
+        )
+        for shard, shard_stats in stats.shards.items():
+            hist = shard_stats.latency
+            cumulative = 0
+            buckets = []
+            for bound, count in zip(
+                [*(str(b) for b in LATENCY_BUCKETS), "+Inf"], hist.buckets, strict=True
+            ):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            latency.add_metric([shard], buckets, hist.total)
+        yield latency
+
+        backends = GaugeMetricFamily(
+            f"{PREFIX}_backend_connections",
+            "Open connections to each shard, by protocol version",
+            labels=["shard", "protocol"],
+        )
+        up = GaugeMetricFamily(
+            f"{PREFIX}_shard_up", "1 when no connection to the shard is down", labels=["shard"]
+        )
+        for pool in app.routing.pools:
+            for protocol, conns in pool.conns.items():
+                backends.add_metric(
+                    [pool.name, str(protocol)], sum(1 for c in conns if c.state == READY)
+                )
+            down = any(c.down_reason and c.state != READY for c in pool.connections())
+            up.add_metric([pool.name], 0 if down else 1)
+        yield backends
+        yield up
+
+        clients = GaugeMetricFamily(f"{PREFIX}_client_connections", "Open client connections")
+        clients.add_metric([], stats.client_connections)
+        yield clients
+        accepted = CounterMetricFamily(
+            f"{PREFIX}_client_connections_accepted", "Client connections accepted"
+        )
+        accepted.add_metric([], stats.client_connections_total)
+        yield accepted
+
+        config = GaugeMetricFamily(
+            f"{PREFIX}_config_info", "The config version being served", labels=["version"]
+        )
+        config.add_metric([stats.config_version], 1)
+        yield config
+        reloads = CounterMetricFamily(
+            f"{PREFIX}_config_reloads", "Config file reloads", labels=["result"]
+        )
+        reloads.add_metric(["applied"], stats.config_reloads)
+        reloads.add_metric(["rejected"], stats.config_reload_failures)
+        yield reloads
+
+
+def build_registry(app: Sidecar) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SidecarCollector(app))
+    return registry
+
+
+class AdminServer:
+    def __init__(self, app: Sidecar) -> None:
+        self.app = app
+        self.registry = build_registry(app)
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await asyncio.start_server(self._handle, host, port)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    def respond(self, path: str) -> tuple[int, str, bytes]:
+        path = path.split("?", 1)[0]
+        if path == "/metrics":
+            return 200, CONTENT_TYPE, generate_latest(self.registry)
+        if path == "/healthz":
+            return 200, "text/plain", b"ok\n"
+        if path == "/readyz":
+            if self.app.ready:
+                return 200, "text/plain", b"ready\n"
+            return 503, "text/plain", b"not ready\n"
+        return 404, "text/plain", b"not found\n"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            parts = head.split(b"\r\n", 1)[0].split()
+            if len(parts) < 2 or parts[0] not in (b"GET", b"HEAD"):
+                status, ctype, body = 405, "text/plain", b"only GET\n"
+            else:
+                status, ctype, body = self.respond(parts[1].decode("latin-1"))
+            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}.get(
+                status, "Service Unavailable"
+            )
+            writer.write(
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + (body if parts[:1] != [b"HEAD"] else b"")
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass
+        except Exception:  # a scrape must never take the sidecar down
+            log.exception("admin request failed")
+        finally:
+            writer.close()

@@ -1,0 +1,219 @@
+"""The sidecar process: config in, listening socket, shard pools, admin endpoint, reloads.
+
+``Sidecar.apply`` is the one place a config becomes routing: it reuses the pools of shards that
+stay (same address and pool size), opens pools for new shards, and retires the pools of shards
+that left; they close once their in-flight requests are answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from cachefleet.config import SidecarConfig
+from cachefleet.sidecar.admin import AdminServer
+from cachefleet.sidecar.flusher import Flusher
+from cachefleet.sidecar.pool import ShardPool, ShardSettings
+from cachefleet.sidecar.reload import ConfigWatcher
+from cachefleet.sidecar.router import Routing
+from cachefleet.sidecar.server import ClientConnection
+from cachefleet.sidecar.stats import Stats
+
+log = logging.getLogger("cachefleet.sidecar")
+
+HOUSEKEEPING_SECONDS = 0.1
+DRAIN_SECONDS = 10.0
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def read_secret(path: str | None) -> str | None:
+    if path is None:
+        return None
+    return Path(path).read_text().rstrip("\r\n")
+
+
+class Sidecar:
+    def __init__(self, config: SidecarConfig, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.stats = Stats()
+        self.pools: dict[str, ShardPool] = {}
+        self.retired: list[ShardPool] = []
+        self.clients: set[ClientConnection] = set()
+        self.ready = False
+        self.client_password: bytes | None = None
+        self.max_request_bytes = config.limits.max_request_bytes
+        self.listen_port = split_address(config.listen)[1]
+        self._server: asyncio.Server | None = None
+        self._admin = AdminServer(self)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    # -- config ----------------------------------------------------------------------------
+
+    def apply(self, config: SidecarConfig) -> None:
+        """Build routing for ``config`` and swap it in; raises (changing nothing) if it cannot."""
+        ring = config.ring.to_ring()
+        endpoints = {s.name: s.address for s in config.shards}
+        shard_password = read_secret(config.auth.shard_password_file)
+        client_password = read_secret(config.auth.client_password_file)
+        size = config.pool.connections_per_shard
+        pools: dict[str, ShardPool] = {}
+        created: list[ShardPool] = []
+        for name in ring.shard_names:
+            host, port = split_address(endpoints[name])
+            settings = ShardSettings(
+                name=name,
+                host=host,
+                port=port,
+                connect_timeout=config.pool.connect_timeout_ms / 1000,
+                request_timeout=config.pool.request_timeout_ms / 1000,
+                username=config.auth.shard_username,
+                password=shard_password,
+            )
+            current = self.pools.get(name)
+            if current is not None and current.settings == settings and current.size == size:
+                pools[name] = current
+            else:
+                pool = ShardPool(settings, size, self.flusher, self.stats.shard(name))
+                pools[name] = pool
+                created.append(pool)
+        if config.listen != self.config.listen or config.admin_listen != self.config.admin_listen:
+            log.warning("listen addresses changed in the config: that takes a restart")
+        for pool in created:
+            pool.start()
+        for name, pool in self.pools.items():
+            if pools.get(name) is not pool:
+                pool.retire()
+                self.retired.append(pool)
+        self.pools = pools
+        self.client_password = client_password.encode() if client_password is not None else None
+        self.max_request_bytes = config.limits.max_request_bytes
+        self.routing = Routing(
+            config.config_version,
+            ring.lookup_function(),
+            tuple(pools[name] for name in ring.shard_names),
+        )
+        previous = self.config.config_version
+        self.config = config
+        self.stats.config_version = config.config_version
+        if self.ready:
+            self.stats.config_reloads += 1
+            log.info(
+                "config %s applied (was %s): %d shards, %d new, %d retired",
+                config.config_version, previous, len(pools), len(created), len(self.retired),
+            )  # fmt: skip
+
+    def _rejected(self, reason: str) -> None:
+        self.stats.config_reload_failures += 1
+
+    # -- life ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.flusher = Flusher(loop)
+        self.apply(self.config)
+        host, port = split_address(self.config.listen)
+        self._server = await loop.create_server(
+            lambda: ClientConnection(self), host, port, backlog=4096, reuse_address=True
+        )
+        sockets = self._server.sockets
+        if sockets:
+            self.listen_port = sockets[0].getsockname()[1]
+        admin_host, admin_port = split_address(self.config.admin_listen)
+        await self._admin.start(admin_host, admin_port)
+        self._tasks.append(loop.create_task(self._housekeeping()))
+        if self.config_path is not None:
+            watcher = ConfigWatcher(
+                self.config_path, self.apply, self._rejected, self.config_path.read_text()
+            )
+            self._tasks.append(loop.create_task(watcher.run()))
+        self.ready = True
+        log.info(
+            "listening on %s (admin %s), %d shards, config %s",
+            self.config.listen, self.config.admin_listen, len(self.pools),
+            self.config.config_version,
+        )  # fmt: skip
+
+    async def _housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            now = loop.time()
+            for pool in self.pools.values():
+                pool.check_timeouts(now)
+            for pool in list(self.retired):
+                pool.check_timeouts(now)
+                if pool.drained:
+                    pool.close()
+                    self.retired.remove(pool)
+
+    def client_opened(self, client: ClientConnection) -> None:
+        self.clients.add(client)
+        self.stats.client_connections += 1
+        self.stats.client_connections_total += 1
+
+    def client_closed(self, client: ClientConnection) -> None:
+        if client in self.clients:
+            self.clients.discard(client)
+            self.stats.client_connections -= 1
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def serve_until_stopped(self) -> None:
+        await self._stopping.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), then close everything."""
+        log.info("stopping: no new connections, finishing in-flight requests")
+        self.ready = False
+        if self._server is not None:
+            self._server.close()
+        for client in list(self.clients):
+            client.closing = True  # read nothing more; close once its replies are out
+            if not client.pending and client.transport is not None:
+                client.transport.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_SECONDS
+        while self.clients and loop.time() < deadline:
+            for client in list(self.clients):
+                if not client.pending and client.transport is not None:
+                    client.transport.close()
+            await asyncio.sleep(0.02)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._admin.close()
+        for pool in [*self.pools.values(), *self.retired]:
+            pool.close()
+        log.info("stopped")
+
+
+async def serve(config: SidecarConfig, config_path: Path | None = None) -> int:
+    app = Sidecar(config, config_path)
+    await app.start()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, app.request_stop)
+    await app.serve_until_stopped()
+    return 0
+
+
+def run(config: SidecarConfig, config_path: Path | None = None) -> int:
+    """Run the sidecar until SIGTERM/SIGINT; uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(config, config_path))
+    return uvloop.run(serve(config, config_path))

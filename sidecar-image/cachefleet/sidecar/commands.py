@@ -1,0 +1,243 @@
+"""The command table: how the sidecar treats every command it knows, and why.
+
+Kinds:
+- SINGLE: one key at ``key_index``; forwarded untouched to the shard that owns it.
+- SPLIT: MGET, MSET, DEL, UNLINK, EXISTS, TOUCH: split per shard, replies reassembled.
+- SAME_SHARD: several keys that Redis must see together (RENAME, SINTER, EVAL with keys, ...):
+  forwarded when every key lives on one shard, refused otherwise (hash tags make that happen).
+- LOCAL: answered by the sidecar itself (connection set-up, PING, INFO, ...).
+- REFUSED: cannot work through a sharding proxy; the error says why.
+
+Arity follows Redis: positive means exactly that many arguments including the name, negative
+means at least that many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+KeysOf = Callable[[Sequence[bytes]], list[bytes] | None]
+
+
+class Kind(IntEnum):
+    SINGLE = 0
+    SPLIT = 1
+    SAME_SHARD = 2
+    LOCAL = 3
+    REFUSED = 4
+
+
+class Split(IntEnum):
+    """How a SPLIT command's per-shard replies become one."""
+
+    VALUES = 0  # MGET: one value per key, in the client's key order
+    OK = 1  # MSET: +OK when every part said +OK
+    SUM = 2  # DEL/UNLINK/EXISTS/TOUCH: integer replies added up
+
+
+@dataclass(eq=False, slots=True)
+class CommandSpec:
+    """Identity-hashed, so it can key the per-request counters cheaply."""
+
+    name: str
+    kind: Kind
+    arity: int
+    key_index: int = 1
+    keys_of: KeysOf | None = None
+    split: Split | None = None
+    step: int = 1  # arguments per key in a SPLIT command (2 for MSET's key/value)
+    reason: str = ""
+    metric_name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metric_name = self.name
+
+    def arity_ok(self, argc: int) -> bool:
+        arity = self.arity
+        return argc == arity if arity > 0 else argc >= -arity
+
+
+def key_range(first: int, last: int = -1, step: int = 1) -> KeysOf:
+    """Keys at first, first+step, ... up to ``last`` (-1: the end, -2: all but the last)."""
+
+    def keys(args: Sequence[bytes]) -> list[bytes]:
+        stop = len(args) + last + 1 if last < 0 else last + 1
+        return list(args[first:stop:step])
+
+    return keys
+
+
+def numkeys(count_index: int, fixed: tuple[int, ...] = ()) -> KeysOf:
+    """Keys announced by a count argument (EVAL, ZUNIONSTORE, LMPOP, ...), plus fixed ones."""
+
+    def keys(args: Sequence[bytes]) -> list[bytes] | None:
+        try:
+            count = int(args[count_index])
+        except (ValueError, IndexError):
+            return None
+        start = count_index + 1
+        if count < 0 or start + count > len(args):
+            return None
+        return [args[i] for i in fixed] + list(args[start : start + count])
+
+    return keys
+
+
+def _single(arity: int, *names: str, key_index: int = 1) -> list[CommandSpec]:
+    return [CommandSpec(n, Kind.SINGLE, arity, key_index=key_index) for n in names]
+
+
+def _same(arity: int, keys_of: KeysOf, *names: str) -> list[CommandSpec]:
+    return [CommandSpec(n, Kind.SAME_SHARD, arity, keys_of=keys_of) for n in names]
+
+
+def _refused(reason: str, *names: str) -> list[CommandSpec]:
+    return [CommandSpec(n, Kind.REFUSED, -1, reason=reason) for n in names]
+
+
+TRANSACTIONS = "transactions and WATCH cannot span shards behind a proxy"
+BLOCKING = "blocking commands would hold a pooled shard connection shared by every client"
+PUBSUB = "pub/sub needs a dedicated connection and channels are not shared between shards"
+FLEET_WIDE = "it spans every shard; run it against each shard directly"
+ADMIN = "server administration goes to each shard directly, not through the sidecar"
+SCRIPTS = "scripts and functions are loaded per shard; use EVAL/EVALSHA with keys on one shard"
+
+_TABLE: list[CommandSpec] = [
+    # strings
+    *_single(2, "get", "strlen", "incr", "decr", "getdel"),
+    *_single(-3, "set"),
+    *_single(3, "setnx", "getset", "append", "incrby", "decrby", "incrbyfloat"),
+    *_single(4, "setex", "psetex", "getrange", "setrange", "substr"),
+    *_single(-2, "getex"),
+    # generic key commands
+    *_single(-3, "expire", "pexpire", "expireat", "pexpireat"),
+    *_single(2, "ttl", "pttl", "persist", "type", "expiretime", "pexpiretime", "dump"),
+    *_single(-4, "restore"),
+    *_single(-3, "object", key_index=2),
+    # hashes
+    *_single(3, "hget", "hstrlen", "hexists"),
+    *_single(-4, "hset", "hmset"),
+    *_single(4, "hsetnx", "hincrby", "hincrbyfloat"),
+    *_single(-3, "hmget", "hdel", "hscan"),
+    *_single(2, "hlen", "hkeys", "hvals", "hgetall"),
+    *_single(-2, "hrandfield"),
+    # lists
+    *_single(-3, "lpush", "rpush", "lpushx", "rpushx", "lpos"),
+    *_single(-2, "lpop", "rpop"),
+    *_single(2, "llen"),
+    *_single(4, "lrange", "lset", "lrem", "ltrim"),
+    *_single(3, "lindex"),
+    *_single(5, "linsert"),
+    # sets
+    *_single(-3, "sadd", "srem", "smismember", "sscan"),
+    *_single(2, "smembers", "scard"),
+    *_single(3, "sismember"),
+    *_single(-2, "spop", "srandmember"),
+    # sorted sets
+    *_single(-4, "zadd", "zrange", "zrangebyscore", "zrevrange", "zrevrangebyscore"),
+    *_single(-4, "zrangebylex", "zrevrangebylex"),
+    *_single(-3, "zrem", "zrank", "zrevrank", "zmscore", "zscan"),
+    *_single(3, "zscore"),
+    *_single(4, "zincrby", "zcount", "zremrangebyrank", "zremrangebyscore", "zlexcount"),
+    *_single(4, "zremrangebylex"),
+    *_single(2, "zcard"),
+    *_single(-2, "zpopmin", "zpopmax", "zrandmember"),
+    # bitmaps, hyperloglog, geo
+    *_single(4, "setbit"),
+    *_single(3, "getbit"),
+    *_single(-2, "bitcount", "bitfield", "bitfield_ro", "pfadd", "geohash", "geopos"),
+    *_single(-3, "bitpos"),
+    *_single(-5, "geoadd", "georadiusbymember_ro"),
+    *_single(-4, "geodist"),
+    *_single(-6, "georadius_ro"),
+    *_single(-7, "geosearch"),
+    # streams (non-blocking)
+    *_single(-5, "xadd"),
+    *_single(2, "xlen"),
+    *_single(-4, "xrange", "xrevrange", "xtrim", "xack"),
+    *_single(-3, "xdel", "xpending", "xsetid"),
+    *_single(-6, "xclaim", "xautoclaim"),
+    *_single(-3, "xinfo", "xgroup", key_index=2),
+    # several keys that must live together
+    *_same(3, key_range(1, 2), "rename", "renamenx", "rpoplpush"),
+    *_same(-3, key_range(1, 2), "copy", "lcs"),
+    *_same(5, key_range(1, 2), "lmove"),
+    *_same(4, key_range(1, 2), "smove"),
+    *_same(-2, key_range(1), "sinter", "sunion", "sdiff", "pfcount", "pfmerge"),
+    *_same(-3, key_range(1), "sinterstore", "sunionstore", "sdiffstore"),
+    *_same(-3, key_range(1, -1, 2), "msetnx"),
+    *_same(-4, key_range(2), "bitop"),
+    *_same(-5, key_range(1, 2), "zrangestore"),
+    *_same(-8, key_range(1, 2), "geosearchstore"),
+    *_same(-4, numkeys(2, (1,)), "zunionstore", "zinterstore", "zdiffstore"),
+    *_same(-3, numkeys(1), "zunion", "zinter", "zdiff", "zintercard", "sintercard"),
+    *_same(-4, numkeys(1), "lmpop", "zmpop"),
+    *_same(-3, numkeys(2), "eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"),
+    # split across shards
+    CommandSpec("mget", Kind.SPLIT, -2, split=Split.VALUES),
+    CommandSpec("mset", Kind.SPLIT, -3, split=Split.OK, step=2),
+    *[
+        CommandSpec(n, Kind.SPLIT, -2, split=Split.SUM)
+        for n in ("del", "unlink", "exists", "touch")
+    ],
+    # answered by the sidecar
+    *[
+        CommandSpec(n, Kind.LOCAL, a)
+        for n, a in (
+            ("ping", -1),
+            ("echo", 2),
+            ("hello", -1),
+            ("client", -2),
+            ("info", -1),
+            ("select", 2),
+            ("quit", -1),
+            ("command", -1),
+            ("auth", -2),
+            ("reset", 1),
+        )
+    ],
+    # refused, with the reason in the error
+    *_refused(TRANSACTIONS, "multi", "exec", "discard", "watch", "unwatch"),
+    *_refused(BLOCKING, "blpop", "brpop", "brpoplpush", "blmove", "blmpop"),
+    *_refused(BLOCKING, "bzpopmin", "bzpopmax", "bzmpop", "xread", "xreadgroup", "wait"),
+    *_refused(BLOCKING, "waitaof"),
+    *_refused(PUBSUB, "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe"),
+    *_refused(PUBSUB, "sunsubscribe", "publish", "spublish", "pubsub", "monitor"),
+    *_refused(FLEET_WIDE, "keys", "scan", "randomkey", "dbsize", "flushall", "flushdb"),
+    *_refused(ADMIN, "config", "save", "bgsave", "bgrewriteaof", "lastsave", "shutdown"),
+    *_refused(ADMIN, "debug", "slowlog", "latency", "memory", "acl", "module", "replicaof"),
+    *_refused(ADMIN, "slaveof", "sync", "psync", "failover", "cluster", "readonly", "readwrite"),
+    *_refused(ADMIN, "role", "time", "lolwut", "migrate", "swapdb"),
+    *_refused(SCRIPTS, "script", "function"),
+    *_refused("the fleet has one database (0)", "move"),
+    *_refused("its BY and GET patterns read keys on other shards", "sort", "sort_ro"),
+    *_refused(
+        "georadius can STORE into another key; use GEOSEARCH", "georadius", "georadiusbymember"
+    ),
+]
+
+
+def _build(specs: list[CommandSpec]) -> dict[bytes, CommandSpec]:
+    """Look-up by name as clients spell it: exact lower and upper case hit without folding."""
+    table: dict[bytes, CommandSpec] = {}
+    for spec in specs:
+        name = spec.name.encode()
+        if name in table:
+            raise ValueError(f"command {spec.name} listed twice")
+        table[name] = spec
+        table[name.upper()] = spec
+    return table
+
+
+COMMANDS: dict[bytes, CommandSpec] = _build(_TABLE)
+SUPPORTED = sorted(s.name for s in _TABLE if s.kind != Kind.REFUSED)
+REFUSED = sorted((s.name, s.reason) for s in _TABLE if s.kind == Kind.REFUSED)
+
+
+def lookup(name: bytes) -> CommandSpec | None:
+    spec = COMMANDS.get(name)
+    if spec is None:
+        spec = COMMANDS.get(name.lower())
+    return spec

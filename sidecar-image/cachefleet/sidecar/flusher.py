@@ -1,0 +1,54 @@
+"""One write per connection per event-loop tick.
+
+Backends and clients that got output during a tick register here once; a single callback at
+the end of the tick writes each one's gathered bytes in one ``transport.write``. Measured:
+writing once per request instead halves throughput under pipelining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+
+class Flushable(Protocol):
+    dirty: bool
+
+    def flush(self) -> None: ...
+
+
+class Flusher:
+    __slots__ = ("_loop", "backends", "clients", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.backends: list[Flushable] = []
+        self.clients: list[Flushable] = []
+        self.scheduled = False
+
+    def add_backend(self, backend: Flushable) -> None:
+        backend.dirty = True
+        self.backends.append(backend)
+        if not self.scheduled:
+            self.scheduled = True
+            self._loop.call_soon(self.run)
+
+    def add_client(self, client: Flushable) -> None:
+        client.dirty = True
+        self.clients.append(client)
+        if not self.scheduled:
+            self.scheduled = True
+            self._loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self.scheduled = False
+        # Backends first: requests parsed this tick go out before we look at clients again.
+        while self.backends or self.clients:
+            backends, self.backends = self.backends, []
+            for backend in backends:
+                backend.dirty = False
+                backend.flush()
+            clients, self.clients = self.clients, []
+            for client in clients:
+                client.dirty = False
+                client.flush()

@@ -1,0 +1,321 @@
+"""Pipelined connections to one shard, shared by every client, replies matched in FIFO order.
+
+A shard gets ``connections_per_shard`` connections per protocol version in use (RESP2 ones at
+start, RESP3 ones on the first RESP3 client), so a reply's raw bytes are always in the protocol
+of the client that asked. A client always uses the same connection of a shard, so its own
+commands to one key stay in order.
+
+A connection that fails (refused, lost, or a reply later than ``request_timeout_ms``) answers
+every waiting request with ``-ERR shard NAME unavailable: why`` and reconnects with backoff;
+requests arriving while it is down get that error at once. Other shards are untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass
+from typing import cast
+
+from cachefleet.sidecar import resp
+from cachefleet.sidecar.flusher import Flusher
+from cachefleet.sidecar.resp import Bytes, reply_end
+from cachefleet.sidecar.slots import Slot
+from cachefleet.sidecar.stats import ShardStats
+
+log = logging.getLogger("cachefleet.sidecar.pool")
+
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+
+# Reply types that end at their first CRLF.
+_LINE_TYPES = frozenset(b"+-:_,#(")
+
+IDLE, CONNECTING, READY, DOWN, CLOSED = range(5)
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    name: str
+    host: str
+    port: int
+    connect_timeout: float
+    request_timeout: float
+    username: str | None
+    password: str | None
+
+
+class _Handshake:
+    """Checks the replies to HELLO/AUTH sent on connect; an error fails the connection."""
+
+    __slots__ = ("backend",)
+
+    def __init__(self, backend: BackendConnection) -> None:
+        self.backend = backend
+
+    def part_done(self, slot: Slot, reply: bytes) -> None:
+        if resp.is_error(reply) and self.backend.state == READY:
+            message = reply[1:-2].decode("utf-8", "replace")
+            self.backend.fail(f"handshake refused: {message}")
+
+
+class BackendConnection(asyncio.Protocol):
+    def __init__(
+        self, settings: ShardSettings, protocol: int, flusher: Flusher, stats: ShardStats
+    ) -> None:
+        self.settings = settings
+        self.protocol = protocol
+        self.flusher = flusher
+        self.latency = stats.latency
+        self.state = IDLE
+        self.transport: asyncio.Transport | None = None
+        self.out: list[Bytes] = []
+        self.waiters: collections.deque[Slot] = collections.deque()
+        self.rest = b""
+        self.dirty = False
+        self.sent = 0
+        self.received = 0
+        # (requests sent so far, time) per write: latency and timeouts without per-request clocks
+        self.marks: collections.deque[tuple[int, float]] = collections.deque()
+        self.down_reason = ""
+        self.failures = 0
+        self.retiring = False
+        self._loop = asyncio.get_running_loop()
+        self._connector: asyncio.Task[None] | None = None
+        self._down_error = b""
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, raw: Bytes, slot: Slot) -> None:
+        state = self.state
+        if state in (READY, CONNECTING):
+            self.out.append(raw)
+            self.waiters.append(slot)
+            if not self.dirty and state == READY:
+                self.flusher.add_backend(self)
+        elif state == IDLE:
+            self.out.append(raw)
+            self.waiters.append(slot)
+            self.connect()
+        else:
+            slot.fill(self._down_error)
+
+    def flush(self) -> None:
+        out = self.out
+        if not out or self.transport is None:
+            return
+        self.out = []
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self.sent += len(out)
+        self.marks.append((self.sent, self._loop.time()))
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.rest:
+            buf = self.rest + data
+            self.rest = b""
+        else:
+            buf = data
+        size = len(buf)
+        pos = 0
+        waiters = self.waiters
+        flusher = self.flusher
+        find = buf.find
+        count = 0
+        while pos < size:
+            kind = buf[pos]
+            if kind == 36:  # '$'
+                eol = find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                n = int(buf[pos + 1 : eol])
+                end = eol + 2 if n < 0 else eol + n + 4
+                if end > size:
+                    break
+            elif kind in _LINE_TYPES:
+                end = find(b"\r\n", pos) + 2
+                if end < 2:
+                    break
+            else:
+                end = reply_end(buf, pos)
+                if end < 0:
+                    break
+            raw = buf if end == size and pos == 0 else buf[pos:end]
+            pos = end
+            count += 1
+            if not waiters:
+                self.fail("a reply arrived that nobody asked for")
+                return
+            slot = waiters.popleft()
+            client = slot.client
+            if client is not None:
+                slot.reply = raw
+                if not client.dirty:
+                    flusher.add_client(client)  # type: ignore[arg-type]
+            elif slot.parent is not None:
+                slot.parent.part_done(slot, raw)
+        if pos < size:
+            self.rest = buf[pos:]
+        if count:
+            self.received += count
+            marks = self.marks
+            if marks and marks[0][0] <= self.received:
+                now = self._loop.time()
+                observe = self.latency.observe
+                while marks and marks[0][0] <= self.received:
+                    observe(now - marks.popleft()[1])
+
+    # -- connection life -------------------------------------------------------------------
+
+    def connect(self) -> None:
+        if self.state in (CONNECTING, READY, CLOSED) or self.retiring:
+            return
+        self.state = CONNECTING
+        self._connector = self._loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        settings = self.settings
+        try:
+            await asyncio.wait_for(
+                self._loop.create_connection(lambda: self, settings.host, settings.port),
+                settings.connect_timeout,
+            )
+        except (OSError, TimeoutError) as error:
+            reason = str(error) or type(error).__name__
+            if isinstance(error, TimeoutError):
+                reason = f"connect timed out after {settings.connect_timeout:g}s"
+            self.fail(reason)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if self.state == CLOSED:
+            transport.close()
+            return
+        self.transport = transport
+        self.state = READY
+        self.rest = b""
+        self.sent = self.received = 0
+        self.marks.clear()
+        greeting = self._greeting()
+        handshake = _Handshake(self)
+        for _ in greeting:
+            self.waiters.appendleft(Slot(None, handshake))
+        self.out[:0] = list(greeting)
+        if self.failures:
+            log.info("shard %s: connected again (RESP%d)", self.settings.name, self.protocol)
+        self.failures = 0
+        self.flush()
+
+    def _greeting(self) -> list[bytes]:
+        settings = self.settings
+        password = settings.password
+        if self.protocol == 3:
+            args = [b"HELLO", b"3"]
+            if password is not None:
+                args += [b"AUTH", (settings.username or "default").encode(), password.encode()]
+            return [resp.encode_request(args)]
+        if password is None:
+            return []
+        user = [settings.username.encode()] if settings.username else []
+        return [resp.encode_request([b"AUTH", *user, password.encode()])]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.state in (READY, CONNECTING):
+            self.fail(f"connection lost{': ' + str(exc) if exc else ''}")
+
+    def fail(self, reason: str) -> None:
+        """Answer everything waiting with an error, drop the connection, retry later."""
+        if self.state == CLOSED:
+            return
+        name = self.settings.name
+        if self.failures == 0 or self.state != DOWN:
+            log.warning("shard %s unavailable (RESP%d): %s", name, self.protocol, reason)
+        self.state = DOWN
+        self.down_reason = reason
+        self._down_error = resp.error(f"ERR shard {name} unavailable: {reason}")
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.abort()
+        self._drain_with(self._down_error)
+        self.failures += 1
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.failures - 1))
+        self._loop.call_later(delay, self._retry)
+
+    def _drain_with(self, reply: bytes) -> None:
+        self.out = []
+        self.rest = b""
+        self.marks.clear()
+        waiters, self.waiters = self.waiters, collections.deque()
+        for slot in waiters:
+            slot.fill(reply)
+
+    def _retry(self) -> None:
+        if self.state == DOWN and not self.retiring:
+            self.state = IDLE
+            self.connect()
+
+    def check_timeout(self, now: float) -> None:
+        marks = self.marks
+        timeout = self.settings.request_timeout
+        if marks and now - marks[0][1] > timeout:
+            self.fail(f"no reply within {timeout * 1000:g} ms")
+
+    @property
+    def drained(self) -> bool:
+        return not self.waiters and not self.out
+
+    def close(self) -> None:
+        self.state = CLOSED
+        if self._connector is not None and not self._connector.done():
+            self._connector.cancel()
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.close()
+        self._drain_with(resp.error(f"ERR shard {self.settings.name} was removed from the ring"))
+
+
+class ShardPool:
+    """The connections to one shard: ``conns[protocol]`` is a list of ``size`` connections."""
+
+    def __init__(
+        self, settings: ShardSettings, size: int, flusher: Flusher, stats: ShardStats
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.size = size
+        self.stats = stats
+        self.requests = stats.requests
+        self.conns: dict[int, list[BackendConnection]] = {
+            protocol: [BackendConnection(settings, protocol, flusher, stats) for _ in range(size)]
+            for protocol in (2, 3)
+        }
+
+    def start(self) -> None:
+        """RESP2 connections open at once; RESP3 ones when a RESP3 client first needs them."""
+        for conn in self.conns[2]:
+            conn.connect()
+
+    def connections(self) -> list[BackendConnection]:
+        return [c for conns in self.conns.values() for c in conns]
+
+    def open_connections(self, protocol: int) -> int:
+        return sum(1 for c in self.conns[protocol] if c.state == READY)
+
+    def check_timeouts(self, now: float) -> None:
+        for conn in self.connections():
+            conn.check_timeout(now)
+
+    def retire(self) -> None:
+        for conn in self.connections():
+            conn.retiring = True
+
+    @property
+    def drained(self) -> bool:
+        return all(conn.drained for conn in self.connections())
+
+    def close(self) -> None:
+        for conn in self.connections():
+            conn.close()

@@ -1,0 +1,314 @@
+"""Client connections: parse requests, route them, send replies back in request order.
+
+The hot path (one plain single-key command) is written inline in ``data_received``: hiredis
+parses the arguments, the request's byte span is computed from them (``resp.request_end``), and
+those original bytes go to the shard. Everything else (local commands, multi-key commands,
+errors, inline commands) takes ``_dispatch``, off the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+from typing import TYPE_CHECKING, cast
+
+import hiredis
+
+from cachefleet.sidecar import handshake, resp
+from cachefleet.sidecar.commands import COMMANDS, CommandSpec, Kind, lookup
+from cachefleet.sidecar.resp import Bytes, ProtocolError, request_end
+from cachefleet.sidecar.router import send_same_shard, split
+from cachefleet.sidecar.slots import Slot
+
+if TYPE_CHECKING:
+    from cachefleet.sidecar.app import Sidecar
+
+log = logging.getLogger("cachefleet.sidecar.server")
+
+MAX_INLINE_BYTES = 64 * 1024  # like Redis's PROTO_INLINE_MAX_SIZE
+_ids = itertools.count(1)
+_SINGLE = Kind.SINGLE
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, app: Sidecar) -> None:
+        self.app = app
+        self.flusher = app.flusher
+        self.id = next(_ids)
+        self.protocol = 2
+        self.name: bytes | None = None
+        self.authed = app.client_password is None
+        self.closing = False
+        self.dirty = False
+        self.peer = "?"
+        self.transport: asyncio.Transport | None = None
+        self.pending: collections.deque[Slot] = collections.deque()
+        self.reader = hiredis.Reader()
+        self.partial = bytearray()  # bytes of a request not complete yet
+        self.resync = False  # the reader was reset; next bytes start at a request boundary
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self.app.client_opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Slots still in flight get their replies from the shard and are dropped: they
+        # point at this object, whose transport is gone.
+        self.transport = None
+        self.closing = True
+        self.pending.clear()
+        self.app.client_closed(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        partial = self.partial
+        buf: bytes | bytearray
+        if partial:
+            partial += data
+            buf = partial
+        else:
+            buf = data
+        if self.resync:
+            self.resync = False
+            pos = self._inline(buf, 0)
+            if pos < 0:
+                return
+        else:
+            self.reader.feed(data)
+            pos = 0
+        pos = self._process(buf, pos)
+        if pos < 0:
+            return
+        size = len(buf)
+        if pos >= size:
+            if partial:
+                self.partial = bytearray()
+        else:
+            if partial:
+                del partial[:pos]
+            else:
+                self.partial = bytearray(memoryview(buf)[pos:])
+            self._check_partial()
+
+    def _process(self, buf: bytes | bytearray, pos: int) -> int:
+        """Handle every complete request from ``pos``; returns where the rest starts, or -1
+        when the connection is closing."""
+        gets = self.reader.gets
+        routing = self.app.routing
+        ring_lookup = routing.lookup
+        pools = routing.pools
+        protocol = self.protocol
+        cid = self.id
+        pending = self.pending
+        commands = COMMANDS
+        size = len(buf)
+        while True:
+            try:
+                args = gets()
+            except hiredis.ProtocolError as error:
+                pos = self._inline(buf, pos, str(error))
+                if pos < 0:
+                    return -1
+                continue
+            if args is False:
+                return pos
+            if type(args) is not list:
+                if args is None:  # "*-1": Redis ignores it
+                    pos = buf.index(b"\r\n", pos) + 2
+                    continue
+                return self._protocol_error("Protocol error: expected '*' or an inline command")
+            try:
+                end = request_end(buf, pos, args)
+            except ProtocolError as error:
+                return self._protocol_error(str(error))
+            raw = buf if pos == 0 and end == size else buf[pos:end]
+            pos = end
+            if not args:
+                continue
+            spec = commands.get(args[0])
+            if spec is not None and spec.kind is _SINGLE and self.authed:
+                arity = spec.arity
+                argc = len(args)
+                if argc == arity if arity > 0 else argc >= -arity:
+                    pool = pools[ring_lookup(args[spec.key_index])]
+                    conns = pool.conns[protocol]
+                    slot = Slot(self)
+                    pending.append(slot)
+                    counts = pool.requests
+                    counts[spec] = counts.get(spec, 0) + 1
+                    conns[cid % len(conns)].send(raw, slot)
+                    continue
+            self._dispatch(spec, args, raw)
+            if self.closing:
+                return -1
+            if self.protocol != protocol:
+                protocol = self.protocol
+            if self.app.routing is not routing:
+                routing = self.app.routing
+                ring_lookup = routing.lookup
+                pools = routing.pools
+
+    # -- everything off the hot path -------------------------------------------------------
+
+    def _dispatch(self, spec: CommandSpec | None, args: list[bytes], raw: Bytes) -> None:
+        app = self.app
+        if spec is None:
+            spec = lookup(args[0])
+        if spec is None:
+            app.stats.error("unknown_command")
+            name = args[0][:128].decode("utf-8", "replace")
+            self.reply(
+                resp.error(
+                    f"ERR unknown command '{name}', with args beginning with: "
+                    + resp.quote_args(args[1:])
+                )
+            )
+            return
+        if not self.authed and spec.name not in ("auth", "hello", "quit", "reset"):
+            app.stats.error("noauth")
+            self.reply(resp.error("NOAUTH Authentication required."))
+            return
+        if spec.kind == Kind.REFUSED:
+            app.stats.error("refused")
+            self.reply(
+                resp.error(f"ERR {spec.name.upper()} is not supported by cachefleet: {spec.reason}")
+            )
+            return
+        if not spec.arity_ok(len(args)) or (spec.step == 2 and len(args) % 2 == 0):
+            app.stats.error("wrong_arity")
+            self.reply(resp.error(f"ERR wrong number of arguments for '{spec.name}' command"))
+            return
+        kind = spec.kind
+        routing = app.routing
+        if kind == Kind.LOCAL:
+            local = app.stats.local_requests
+            local[spec] = local.get(spec, 0) + 1
+            self.reply(handshake.answer(self, spec, args))
+            return
+        if kind == Kind.SINGLE:
+            key = [args[spec.key_index]]
+            self.queue(send_same_shard(routing, spec, key, raw, self, self.protocol, self.id))
+            return
+        if kind == Kind.SPLIT:
+            self.queue(split(routing, spec, args, raw, self, self.protocol, self.id))
+            return
+        assert spec.keys_of is not None
+        keys = spec.keys_of(args)
+        if not keys:
+            app.stats.error("unroutable")
+            self.reply(
+                resp.error(
+                    f"ERR {spec.name.upper()} is not supported by cachefleet without keys: "
+                    "the sidecar routes by key"
+                )
+            )
+            return
+        self.queue(send_same_shard(routing, spec, keys, raw, self, self.protocol, self.id))
+
+    def _inline(self, buf: bytes | bytearray, pos: int, parse_error: str = "") -> int:
+        """hiredis stopped at ``pos``: an inline command (``PING\\r\\n``) or garbage.
+
+        Inline lines are handled here one by one; at the next multibulk request a fresh reader
+        takes over. Returns the position to continue from, or -1 (waiting for more bytes, or
+        closing)."""
+        size = len(buf)
+        if parse_error and pos < size and buf[pos] == 42:
+            return self._protocol_error(parse_error)
+        self.reader = hiredis.Reader()
+        while pos < size and buf[pos] != 42:  # '*'
+            eol = buf.find(b"\n", pos)
+            if eol < 0:
+                if size - pos > MAX_INLINE_BYTES:
+                    return self._protocol_error("Protocol error: too big inline request")
+                self._keep(buf, pos)
+                self.resync = True
+                return -1
+            line = bytes(buf[pos:eol]).rstrip(b"\r")
+            pos = eol + 1
+            try:
+                args = resp.split_inline(line)
+            except ProtocolError as error:
+                return self._protocol_error(str(error))
+            if args:
+                self._dispatch(COMMANDS.get(args[0]), args, resp.encode_request(args))
+                if self.closing:
+                    return -1
+        self.reader.feed(bytes(buf[pos:]))
+        return pos
+
+    def _keep(self, buf: bytes | bytearray, pos: int) -> None:
+        if buf is self.partial:
+            del self.partial[:pos]
+        else:
+            self.partial = bytearray(memoryview(buf)[pos:])
+
+    def _check_partial(self) -> None:
+        """An incomplete request: refuse it early if it declares more than the size cap."""
+        limit = self.app.max_request_bytes
+        partial = self.partial
+        if len(partial) > limit:
+            self._protocol_error("Protocol error: request is larger than the sidecar's limit")
+            return
+        try:
+            resp.check_declared_sizes(partial, limit)
+        except ProtocolError as error:
+            self._protocol_error(str(error))
+
+    def _protocol_error(self, message: str) -> int:
+        """Like Redis: answer the error, then close this connection (its stream is lost)."""
+        self.app.stats.error("protocol")
+        log.info("client %s: %s; closing its connection", self.peer, message)
+        self.reply(resp.error(f"ERR {message}"))
+        self.closing = True
+        self.partial = bytearray()
+        return -1
+
+    # -- replies ---------------------------------------------------------------------------
+
+    def reply(self, data: bytes) -> None:
+        slot = Slot(self)
+        slot.reply = data
+        self.pending.append(slot)
+        if not self.dirty:
+            self.flusher.add_client(self)
+
+    def queue(self, slot: Slot) -> None:
+        self.pending.append(slot)
+        if slot.reply is not None and not self.dirty:
+            self.flusher.add_client(self)
+
+    def mark_dirty(self) -> None:
+        self.flusher.add_client(self)
+
+    def flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        pending = self.pending
+        out = []
+        while pending and pending[0].reply is not None:
+            out.append(pending.popleft().reply)
+        if out:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[arg-type]
+        if self.closing and not pending:
+            transport.close()
+
+    # -- what handshake needs --------------------------------------------------------------
+
+    def client_password(self) -> bytes | None:
+        return self.app.client_password
+
+    def connected_clients(self) -> int:
+        return self.app.stats.client_connections
+
+    def listen_port(self) -> int:
+        return self.app.listen_port

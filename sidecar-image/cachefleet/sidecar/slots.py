@@ -1,0 +1,49 @@
+"""Reply slots: where a request's reply lands, so replies leave in request order.
+
+Each client connection queues one Slot per request; backends fill them in whatever order the
+shards answer, and the client flushes the filled prefix of its queue. A Slot whose client has
+gone away is still filled by its shard (the reply must be consumed to keep the pipeline in
+step) and then simply dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class ReplySink(Protocol):
+    """A client connection, as seen by whoever fills its slots."""
+
+    dirty: bool
+
+    def mark_dirty(self) -> None: ...
+
+
+class PartSink(Protocol):
+    """Something that owns a Slot whose reply it post-processes (a split request, a handshake)."""
+
+    def part_done(self, slot: Slot, reply: bytes) -> None: ...
+
+
+class Slot:
+    """A pending reply. ``client`` set: a plain reply for it. Otherwise ``parent`` takes it."""
+
+    __slots__ = ("client", "index", "parent", "reply")
+
+    def __init__(
+        self, client: ReplySink | None, parent: PartSink | None = None, index: int = 0
+    ) -> None:
+        self.client = client
+        self.parent = parent
+        self.index = index
+        self.reply: bytes | None = None
+
+    def fill(self, reply: bytes) -> None:
+        """Deliver a reply (used off the hot path; backends inline the same steps)."""
+        client = self.client
+        if client is not None:
+            self.reply = reply
+            if not client.dirty:
+                client.mark_dirty()
+        elif self.parent is not None:
+            self.parent.part_done(self, reply)
