@@ -109,14 +109,7 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
             elif warm is None and _weights(ring) != wanted:
                 planned = next_ring(spec, ring, shards)
                 warm = _start_change(ring, planned, observed)
-                events.append(
-                    EventSpec(
-                        "Normal",
-                        "CapacityChange",
-                        f"{warm.from_shards} → {warm.to_shards} shards: "
-                        f"{warm.moved_fraction * 100:.1f}% of keys move",
-                    )
-                )
+                events.append(EventSpec("Normal", "CapacityChange", _change_message(warm)))
             elif warm is not None and _weights(warm.to_ring) != wanted:
                 pending = (
                     f"{len(shards)} shards with weights "
@@ -282,6 +275,15 @@ def _start_change(current: RingStatus, planned: RingStatus, observed: Observed) 
         from_ring=current,
         to_ring=planned,
     )
+
+
+def _change_message(warm: WarmUpStatus) -> str:
+    what = (
+        f"reweighting {warm.to_shards} shards"
+        if warm.from_shards == warm.to_shards and not warm.added_shards
+        else f"{warm.from_shards} → {warm.to_shards} shards"
+    )
+    return f"{what}: {warm.moved_fraction * 100:.1f}% of keys move"
 
 
 def _routing_ring(warm: WarmUpStatus) -> RingStatus:

@@ -1,0 +1,268 @@
+"""A capacity change walked through every warm-up phase with a fake clock, via reconcile()."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from cachefleet.ring import RingAssignment, Shard, plan_change
+
+from tests.operator.fleet import Fleet, cache_cluster
+
+WARM_UP = {"steps": [1, 5, 25, 50, 100], "stepSeconds": 60, "graceSeconds": 300}
+
+
+def settled(shards: int = 4, **spec: Any) -> Fleet:
+    spec.setdefault("warmUp", dict(WARM_UP))
+    fleet = Fleet(cache_cluster(shards=shards, **spec))
+    fleet.reconcile()
+    fleet.reconcile()
+    assert fleet.phase == "Stable"
+    return fleet
+
+
+def reasons(fleet: Fleet) -> list[str]:
+    return [event.reason for event in fleet.plans[-1].events]
+
+
+def test_scale_up_walks_provisioning_shadowing_grace_finalizing_stable() -> None:
+    fleet = settled(4)
+    old_ring = fleet.status["ring"]
+    fleet.edit(shards=5)
+
+    plan = fleet.reconcile()
+    assert fleet.phase == "Provisioning"
+    [change] = [e for e in plan.events if e.reason == "CapacityChange"]
+    assert change.message == "4 → 5 shards: 20.0% of keys move"
+    assert fleet.status["movedPercent"] == 20.0
+    assert fleet.status["shards"] == 4  # still routing by the old ring
+    assert "cache-shard-4" in fleet.shard_statefulsets()  # the new shard exists first
+    config = fleet.sidecar_config()
+    assert config.warmup is None and len(config.ring.shards) == 4
+    assert plan.requeue_after is not None
+
+    fleet.reconcile()  # the new shard's StatefulSet is now observed, with a ready pod
+    assert fleet.phase == "Shadowing"
+    assert "ShadowingStarted" in reasons(fleet)
+    warm = fleet.status["warmUp"]
+    assert (warm["step"], warm["percent"]) == (0, 1.0)
+    config = fleet.sidecar_config()
+    assert config.warmup is not None and config.warmup.phase == "shadow"
+    assert config.warmup.shadow_percent == 1.0
+    assert config.warmup.next_ring is not None and len(config.warmup.next_ring.shards) == 5
+    assert config.ring.model_dump() == old_ring["assignment"]
+    assert fleet.plans[-1].requeue_after == 60
+
+    fleet.advance(30)
+    fleet.reconcile()
+    assert fleet.status["warmUp"]["percent"] == 1.0
+    assert fleet.plans[-1].requeue_after == 30
+
+    for percent in (5.0, 25.0, 50.0, 100.0):
+        fleet.advance(30)
+        fleet.reconcile()
+        assert fleet.status["warmUp"]["percent"] == percent
+        assert fleet.sidecar_config().warmup.shadow_percent == percent  # type: ignore[union-attr]
+        assert "ShadowStep" in reasons(fleet)
+        fleet.advance(30)
+        fleet.reconcile()
+
+    # Ramp complete, but nothing measured: keep shadowing and look again soon.
+    fleet.advance(60)
+    fleet.reconcile()
+    assert fleet.phase == "Shadowing"
+    fleet.hit_ratio = 0.5
+    fleet.reconcile()
+    assert fleet.phase == "Shadowing"
+
+    fleet.hit_ratio = 0.93
+    fleet.reconcile()
+    assert fleet.phase == "Grace"
+    assert "CutOver" in reasons(fleet)
+    warm = fleet.status["warmUp"]
+    assert warm["cutoverReason"] == "HitRatioReached"
+    assert warm["cutoverHitRatio"] == 0.93
+    assert fleet.status["shards"] == 5
+    assert fleet.status["ring"]["version"] == 2
+    config = fleet.sidecar_config()
+    assert config.warmup is not None and config.warmup.phase == "grace"
+    assert config.warmup.previous_ring.model_dump() == old_ring["assignment"]  # type: ignore[union-attr]
+    assert len(config.ring.shards) == 5
+    assert fleet.plans[-1].requeue_after == 300
+
+    fleet.advance(299)
+    fleet.reconcile()
+    assert fleet.phase == "Grace"
+    fleet.advance(1)
+    fleet.reconcile()
+    # Nothing to remove on a scale-up: finalizing completes at once.
+    assert fleet.phase == "Stable"
+    assert reasons(fleet) == ["Finalizing", "WarmUpComplete"]
+    assert "warmUp" not in fleet.status
+    config = fleet.sidecar_config()
+    assert config.warmup is None and len(config.ring.shards) == 5
+    assert config.config_version.startswith("2-")
+    progressing = fleet.condition("Progressing")
+    assert progressing["status"] == "False"
+
+    writes = fleet.writes
+    plan = fleet.reconcile()
+    assert fleet.writes == writes, "an idle resync after the change wrote something"
+    assert plan.events == [] and plan.requeue_after is None
+
+
+def test_scale_down_deletes_the_removed_shard_only_after_the_final_config_is_live() -> None:
+    fleet = settled(5)
+    fleet.edit(shards=4)
+    fleet.reconcile()
+    assert fleet.status["warmUp"]["removedShards"] == ["shard-4"]
+    fleet.reconcile()
+    assert fleet.phase == "Shadowing"
+    fleet.hit_ratio = 1.0
+    for _ in range(5):
+        fleet.advance(60)
+        fleet.reconcile()
+    assert fleet.phase == "Grace"
+    assert "cache-shard-4" in fleet.shard_statefulsets()
+    assert all(plan.delete == [] for plan in fleet.plans)
+
+    fleet.advance(300)
+    plan = fleet.reconcile()
+    assert fleet.phase == "Finalizing"
+    assert plan.delete == [], "deleted a shard before sidecars had the final ring"
+    assert "shard-4" not in {s.name for s in fleet.sidecar_config().shards}
+
+    plan = fleet.reconcile()
+    assert {(ref.kind, ref.name) for ref in plan.delete} == {
+        ("StatefulSet", "cache-shard-4"),
+        ("Service", "cache-shard-4"),
+    }
+    assert fleet.phase == "Finalizing"
+    plan = fleet.reconcile()
+    assert fleet.phase == "Stable"
+    assert fleet.shard_statefulsets() == [f"cache-shard-{i}" for i in range(4)]
+    assert fleet.status["shards"] == 4
+
+
+def test_ramp_timeout_cuts_over_and_says_so() -> None:
+    fleet = settled(4, warmUp={**WARM_UP, "timeoutSeconds": 600})
+    fleet.edit(shards=5)
+    fleet.reconcile()
+    fleet.reconcile()
+    fleet.hit_ratio = 0.2
+    started = fleet.now
+    while fleet.phase == "Shadowing":
+        fleet.advance(fleet.plans[-1].requeue_after or 5)
+        fleet.reconcile()
+        assert (fleet.now - started).total_seconds() <= 600
+    assert fleet.phase == "Grace"
+    assert (fleet.now - started).total_seconds() == 600
+    warm = fleet.status["warmUp"]
+    assert warm["cutoverReason"] == "Timeout"
+    [event] = [e for e in fleet.plans[-1].events if e.reason == "CutOverTimeout"]
+    assert event.type == "Warning" and "hit ratio 0.20" in event.message
+
+
+def test_warm_up_disabled_cuts_over_directly_but_still_adds_first_and_removes_last() -> None:
+    fleet = settled(3, warmUp={"enabled": False})
+    fleet.edit(shards=2)
+    plan = fleet.reconcile()  # nothing to add: provisioned at once, cut over at once
+    assert fleet.phase == "Finalizing"
+    assert fleet.status["warmUp"]["cutoverReason"] == "WarmUpDisabled"
+    assert plan.delete == []
+    assert fleet.sidecar_config().warmup is None
+    assert len(fleet.sidecar_config().ring.shards) == 2
+    plan = fleet.reconcile()
+    assert [ref.name for ref in plan.delete] == ["cache-shard-2", "cache-shard-2"]
+    fleet.reconcile()
+    assert fleet.phase == "Stable"
+
+    fleet.edit(shards=4)
+    fleet.reconcile()
+    assert fleet.shard_statefulsets() == [f"cache-shard-{i}" for i in range(4)]
+    assert len(fleet.sidecar_config().ring.shards) == 2  # not routed before they exist
+    fleet.reconcile()
+    assert fleet.phase == "Stable"
+    assert len(fleet.sidecar_config().ring.shards) == 4
+
+
+def test_shadowing_waits_for_ready_new_shards_unless_told_not_to() -> None:
+    fleet = settled(2)
+    fleet.pods_ready = False
+    fleet.edit(shards=3)
+    for _ in range(3):
+        fleet.reconcile()
+        fleet.advance(5)
+    assert fleet.phase == "Provisioning"
+    assert fleet.condition("Ready")["status"] == "True"  # the routing ring's shards are fine
+    fleet.set_ready(True)
+    fleet.reconcile()
+    assert fleet.phase == "Shadowing"
+
+    eager = settled(2, warmUp={**WARM_UP, "waitForReadyShards": False})
+    eager.pods_ready = False
+    eager.edit(shards=3)
+    eager.reconcile()
+    eager.reconcile()
+    assert eager.phase == "Shadowing"
+
+
+def test_a_change_during_a_warm_up_is_queued_then_planned() -> None:
+    fleet = settled(4)
+    fleet.edit(shards=5)
+    fleet.reconcile()
+    fleet.reconcile()
+    to_ring = copy.deepcopy(fleet.status["warmUp"]["toRing"])
+    fleet.edit(shards=6)
+    fleet.reconcile()
+    assert fleet.status["warmUp"]["toRing"] == to_ring
+    assert fleet.status["pendingChange"].startswith("6 shards")
+    [queued] = [e for e in fleet.plans[-1].events if e.reason == "ChangeQueued"]
+    assert queued.type == "Warning"
+    assert "queued" in fleet.condition("Progressing")["message"]
+    assert "cache-shard-5" not in fleet.shard_statefulsets()
+    fleet.advance(10)
+    fleet.reconcile()
+    assert "ChangeQueued" not in reasons(fleet)  # said once, not on every resync
+
+    fleet.hit_ratio = 1.0
+    while fleet.phase != "Stable":
+        fleet.advance(fleet.plans[-1].requeue_after or 5)
+        fleet.reconcile()
+    assert fleet.status["shards"] == 5
+    fleet.reconcile()
+    assert fleet.phase == "Provisioning"
+    assert fleet.status["warmUp"]["fromShards"] == 5
+    assert fleet.status["warmUp"]["toShards"] == 6
+    assert "pendingChange" not in fleet.status
+
+
+def test_the_planned_ring_is_the_persisted_ring_changed_by_plan_change() -> None:
+    fleet = settled(4, weights={"shard-1": 2})
+    before = RingAssignment.model_validate(fleet.status["ring"]["assignment"]).to_ring()
+    fleet.edit(shards=5, weights={"shard-1": 2, "shard-4": 3})
+    fleet.reconcile()
+    expected = plan_change(
+        before,
+        [
+            Shard("shard-0"),
+            Shard("shard-1", 2),
+            Shard("shard-2"),
+            Shard("shard-3"),
+            Shard("shard-4", 3),
+        ],
+        160,
+    )
+    planned = RingAssignment.model_validate(fleet.status["warmUp"]["toRing"]["assignment"])
+    assert planned.to_ring() == expected
+    assert fleet.status["warmUp"]["toRing"]["version"] == 2
+
+
+def test_reweighting_alone_is_a_capacity_change() -> None:
+    fleet = settled(4)
+    fleet.edit(weights={"shard-0": 2})
+    plan = fleet.reconcile()
+    assert fleet.phase == "Shadowing"  # no shard to create: warming starts at once
+    [change] = [e for e in plan.events if e.reason == "CapacityChange"]
+    assert change.message == "reweighting 4 shards: 15.0% of keys move"
+    assert fleet.status["shardStatuses"][0]["share"] == 0.25
