@@ -75,6 +75,25 @@ def manifest_hash(manifest: Manifest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+def with_list_map_keys(manifest: Manifest) -> Manifest:
+    """``manifest`` with ``protocol: TCP`` on every port that leaves it out.
+
+    ``protocol`` is part of the key of Service and container port lists; API servers before
+    1.22 refuse a server-side apply whose port omits it ("associative list with keys has an
+    element that omits key field"), although TCP is its default everywhere.
+    """
+    spec = manifest.get("spec") or {}
+    port_lists = [spec.get("ports") or []]
+    pod = (spec.get("template") or {}).get("spec") or {}
+    for container in [*(pod.get("containers") or []), *(pod.get("initContainers") or [])]:
+        port_lists.append(container.get("ports") or [])
+    for ports in port_lists:
+        for port in ports:
+            if isinstance(port, dict):
+                port.setdefault("protocol", "TCP")
+    return manifest
+
+
 def status_merge_patch(live: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
     """The JSON merge patch (RFC 7386) that turns ``live`` into ``desired``; {} if equal."""
     patch: dict[str, Any] = {}
@@ -260,6 +279,14 @@ class Kube:
         }
         self.request("CREATE", "POST", self._path("v1", "Event", meta["namespace"]), body=body)
 
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", "GET", self._path("v1", "Secret", namespace, name))
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
     # -- children ---------------------------------------------------------------------------------
 
     def list_children(self, namespace: str, cluster_name: str) -> dict[tuple[str, str], Manifest]:
@@ -292,6 +319,7 @@ class Kube:
                 return False
         kind = manifest["kind"]
         manifest["apiVersion"] = self._served_version(manifest["apiVersion"], kind)
+        with_list_map_keys(manifest)
         meta = manifest["metadata"]
         self.request(
             "APPLY",

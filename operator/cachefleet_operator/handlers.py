@@ -1,0 +1,406 @@
+"""The kopf side: when to reconcile a CacheCluster, and carrying out what the reconciler plans.
+
+kopf gives us the watch stream; scheduling is ours. Every watch event lands in ``Scheduler``,
+which runs one reconcile per object at a time in a small thread pool and schedules the next one
+at the plan's ``requeue_after`` (a warm-up step) or the resync period. Only ``@kopf.on.event``
+is registered, so kopf itself writes nothing to a CacheCluster: no finalizer (deleting a
+CacheCluster never waits for the operator; garbage collection removes the children), no
+progress or diff-base annotations, and an idle resync makes zero write calls. Everything the
+warm-up needs to resume lives in the CacheCluster's status, so a restarted operator simply
+reconciles every object it lists and carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from cachefleet.ring import RingAssignment
+
+from cachefleet_operator import naming
+from cachefleet_operator.children.context import PASSWORD_KEY
+from cachefleet_operator.kube import GROUP, PLURAL, VERSION, Kube, KubeError
+from cachefleet_operator.plan import EventSpec, Observed, ReconcilePlan, WarmupObservation
+from cachefleet_operator.reconcile import reconcile
+from cachefleet_operator.warmup_signal import WarmupSignal, WarmupSignalError, WarmupTarget
+
+logger = logging.getLogger("cachefleet.operator")
+
+FAILED_REASON = "ReconcileFailed"
+SHADOWING = "Shadowing"
+_PASSWORD_BYTES = 24
+
+
+@dataclass(frozen=True)
+class OperatorRuntime:
+    kube: Kube
+    signal: WarmupSignal
+    # Look again this often even when nothing changed, to repair drift in the children.
+    resync_seconds: float = 60.0
+    # After a failed reconcile (API down, a bug), try again this much later.
+    error_backoff_seconds: float = 10.0
+    workers: int = 4
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    requeue_after: float | None
+    requests: Counter[str]
+    writes: int
+    seconds: float
+    generation: int | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _warmup_target(
+    kube: Kube, cluster: dict[str, Any], children: dict[tuple[str, str], Any]
+) -> WarmupTarget | None:
+    """The shards warming right now (shadowing), or None when no warm-up is shadowing."""
+    warm_up = (cluster.get("status") or {}).get("warmUp") or {}
+    if warm_up.get("phase") != SHADOWING:
+        return None
+    meta = cluster["metadata"]
+    addresses = tuple(
+        naming.shard_address(meta["name"], shard, meta["namespace"])
+        for shard in _gaining_shards(warm_up)
+    )
+    return WarmupTarget(
+        namespace=meta["namespace"],
+        cluster=meta["name"],
+        addresses=addresses,
+        password=_password(kube, cluster, children),
+    )
+
+
+def _gaining_shards(warm_up: dict[str, Any]) -> list[str]:
+    """Shards that own more of the keyspace on the next ring: the ones that start cold."""
+
+    def shares(ring: dict[str, Any]) -> dict[str, float]:
+        return RingAssignment.model_validate(ring["assignment"]).to_ring().shares()
+
+    before, after = shares(warm_up["fromRing"]), shares(warm_up["toRing"])
+    return sorted(name for name, share in after.items() if share > before.get(name, 0.0))
+
+
+def _password(
+    kube: Kube, cluster: dict[str, Any], children: dict[tuple[str, str], Any]
+) -> str | None:
+    auth = (cluster.get("spec") or {}).get("auth") or {}
+    if auth.get("enabled", True) is False:
+        return None
+    existing = auth.get("existingSecret")
+    if existing:
+        secret = kube.get_secret(cluster["metadata"]["namespace"], existing["name"])
+        key = existing.get("key", PASSWORD_KEY)
+    else:
+        secret = children.get(("Secret", naming.auth_secret(cluster["metadata"]["name"])))
+        key = PASSWORD_KEY
+    encoded = ((secret or {}).get("data") or {}).get(key)
+    return base64.b64decode(encoded).decode() if encoded else None
+
+
+def _observe_warmup(
+    runtime: OperatorRuntime,
+    kube: Kube,
+    cluster: dict[str, Any],
+    children: dict[tuple[str, str], Any],
+    now: datetime,
+) -> WarmupObservation | None:
+    target = _warmup_target(kube, cluster, children)
+    if target is None:
+        return None
+    try:
+        return runtime.signal.observe(target, now)
+    except WarmupSignalError as error:
+        # Unreadable signal: the warm-up sees "nothing measured" and falls back to its ramp
+        # timeout, rather than the whole reconcile failing.
+        logger.warning("%s/%s: warm-up signal: %s", target.namespace, target.cluster, error)
+        return None
+
+
+def _carry_out(
+    kube: Kube, cluster: dict[str, Any], observed: Observed, plan: ReconcilePlan
+) -> None:
+    """Do what the plan says, in an order that never leaves the fleet without a shard.
+
+    New children first (new shards before any ring points at them), then removals, then the
+    status that records the step, then the events that announce it.
+    """
+    namespace = cluster["metadata"]["namespace"]
+    for manifest in plan.create_if_absent:
+        manifest.setdefault("metadata", {}).setdefault("namespace", namespace)
+        kube.create_if_absent(manifest, observed.children.get(_key(manifest)))
+    for manifest in plan.apply:
+        manifest.setdefault("metadata", {}).setdefault("namespace", namespace)
+        kube.apply(manifest, observed.children.get(_key(manifest)))
+    for ref in plan.delete:
+        if (ref.kind, ref.name) in observed.children:
+            kube.delete(ref, namespace)
+    if plan.status:
+        kube.patch_status(cluster, plan.status)
+    for event in plan.events:
+        kube.post_event(cluster, event)
+
+
+def _key(manifest: dict[str, Any]) -> tuple[str, str]:
+    return (manifest["kind"], manifest["metadata"]["name"])
+
+
+def _failed_status(live: dict[str, Any], message: str, now: datetime) -> dict[str, Any]:
+    """The live status with a Degraded=True condition saying why the reconcile failed."""
+    status = copy.deepcopy(live)
+    conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
+    condition = {
+        "type": "Degraded",
+        "status": "True",
+        "reason": FAILED_REASON,
+        "message": message,
+        "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    for index, existing in enumerate(conditions):
+        if existing.get("type") == "Degraded":
+            if existing.get("status") == "True":
+                condition["lastTransitionTime"] = existing.get(
+                    "lastTransitionTime", condition["lastTransitionTime"]
+                )
+            conditions[index] = condition
+            break
+    else:
+        conditions.append(condition)
+    status["conditions"] = conditions
+    return status
+
+
+def _report_failure(kube: Kube, cluster: dict[str, Any], message: str) -> None:
+    """Degraded condition and a Warning event, each written only when the message is new."""
+    live = cluster.get("status") or {}
+    conditions: list[dict[str, Any]] = live.get("conditions") or []
+    previous = next((c for c in conditions if c.get("type") == "Degraded"), {})
+    if previous.get("reason") == FAILED_REASON and previous.get("message") == message:
+        return
+    kube.patch_status(cluster, _failed_status(live, message, _now()))
+    kube.post_event(cluster, EventSpec(type="Warning", reason=FAILED_REASON, message=message))
+
+
+def reconcile_once(runtime: OperatorRuntime, namespace: str, name: str) -> ReconcileResult | None:
+    """Observe, reconcile, carry out. None when the CacheCluster is gone or going."""
+    kube = runtime.kube.counted()
+    started = time.monotonic()
+    cluster = kube.get_cluster(namespace, name)
+    if cluster is None or cluster["metadata"].get("deletionTimestamp"):
+        return None
+    generation = cluster["metadata"].get("generation")
+    requeue_after: float | None
+    try:
+        now = _now()
+        children = kube.list_children(namespace, name)
+        observed = Observed(
+            now=now,
+            children=children,
+            generated_password=secrets.token_urlsafe(_PASSWORD_BYTES),
+            warmup=_observe_warmup(runtime, kube, cluster, children, now),
+        )
+        plan = reconcile(copy.deepcopy(cluster), observed)
+        _carry_out(kube, cluster, observed, plan)
+        requeue_after = plan.requeue_after
+    except KubeError as error:
+        if error.status == 409:
+            # Someone wrote the CacheCluster between our read and our status write: the plan
+            # was computed from a stale status, so compute it again from the fresh one.
+            logger.info("%s/%s: conflict, reconciling again: %s", namespace, name, error)
+            requeue_after = 0.5
+        else:
+            _fail(kube, cluster, f"Kubernetes API: {error}")
+            requeue_after = runtime.error_backoff_seconds
+    except Exception as error:
+        logger.exception("%s/%s: reconcile failed", namespace, name)
+        _fail(kube, cluster, f"{type(error).__name__}: {error}")
+        requeue_after = runtime.error_backoff_seconds
+    seconds = time.monotonic() - started
+    logger.info(
+        "reconciled %s/%s in %.3fs: requests=%s writes=%d requeue_after=%s",
+        namespace,
+        name,
+        seconds,
+        dict(sorted(kube.counts.items())),
+        kube.writes,
+        requeue_after,
+    )
+    return ReconcileResult(requeue_after, Counter(kube.counts), kube.writes, seconds, generation)
+
+
+def _fail(kube: Kube, cluster: dict[str, Any], message: str) -> None:
+    try:
+        _report_failure(kube, cluster, message)
+    except KubeError as error:
+        # Cannot even say so on the object (API down): the log is all that is left.
+        logger.error(
+            "%s: could not report failure %r: %s", cluster["metadata"]["name"], message, error
+        )
+
+
+@dataclass
+class _Tracked:
+    namespace: str
+    name: str
+    due: float
+    generation: int | None = None
+    running: bool = False
+    # Changed while a reconcile was running: reconcile again as soon as it ends.
+    dirty: bool = False
+    gone: bool = False
+
+
+@dataclass
+class Scheduler:
+    """One reconcile at a time per CacheCluster, each at its due time.
+
+    All bookkeeping happens on the event loop; only ``reconcile_once`` runs in worker threads.
+    """
+
+    runtime: OperatorRuntime
+    tracked: dict[tuple[str, str], _Tracked] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _executor: ThreadPoolExecutor | None = None
+
+    def notice(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED":
+            entry = self.tracked.pop(key, None)
+            if entry is not None:
+                entry.gone = True
+            return
+        generation = meta.get("generation")
+        entry = self.tracked.get(key)
+        if entry is None:
+            self.tracked[key] = _Tracked(
+                key[0], key[1], due=time.monotonic(), generation=generation
+            )
+        elif generation != entry.generation:
+            # A spec change (or our own first sight of it): act now, not at the next resync.
+            # Status-only changes (our own writes) keep the generation and wake nothing.
+            if entry.running:
+                entry.dirty = True
+            else:
+                entry.due = time.monotonic()
+        else:
+            return
+        self._wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(self.runtime.workers, thread_name_prefix="reconcile")
+        try:
+            while True:
+                self._wake.clear()
+                now = time.monotonic()
+                next_due = now + self.runtime.resync_seconds
+                for entry in list(self.tracked.values()):
+                    if entry.running:
+                        continue
+                    if entry.due <= now:
+                        self._start(loop, entry)
+                    else:
+                        next_due = min(next_due, entry.due)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_due - now))
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _start(self, loop: asyncio.AbstractEventLoop, entry: _Tracked) -> None:
+        assert self._executor is not None
+        entry.running = True
+        entry.dirty = False
+        future = loop.run_in_executor(
+            self._executor, reconcile_once, self.runtime, entry.namespace, entry.name
+        )
+        future.add_done_callback(lambda done: self._finished(entry, done))
+
+    def _finished(self, entry: _Tracked, done: asyncio.Future[ReconcileResult | None]) -> None:
+        entry.running = False
+        delay = self.runtime.resync_seconds
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            logger.error("%s/%s: reconcile crashed: %r", entry.namespace, entry.name, error)
+            delay = self.runtime.error_backoff_seconds
+        else:
+            result = done.result()
+            if result is None:
+                # Gone or being deleted: stop tracking until the watch says otherwise.
+                self.tracked.pop((entry.namespace, entry.name), None)
+                return
+            entry.generation = result.generation
+            if result.requeue_after is not None:
+                delay = min(delay, max(0.0, result.requeue_after))
+        entry.due = time.monotonic() + (0.0 if entry.dirty else delay)
+        self._wake.set()
+
+
+def operator_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    # We post our own Events (reasons the reconciler chose); kopf's would be writes on every
+    # handler run and break "an idle resync writes nothing".
+    settings.posting.enabled = False
+    # A server-side watch timeout makes a lost connection show up within a minute.
+    settings.watching.server_timeout = 60
+    settings.watching.client_timeout = 90
+    return settings
+
+
+def build_registry(scheduler: Scheduler) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    tasks: list[asyncio.Task[None]] = []
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        # The same credentials as our own client: in-cluster, else $KUBECONFIG.
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def start_scheduler(**_: Any) -> None:
+        tasks.append(asyncio.create_task(scheduler.run(), name="cachefleet-scheduler"))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_scheduler(**_: Any) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def cachecluster_event(**kwargs: Any) -> None:
+        event = kwargs["event"]
+        scheduler.notice(event.get("type"), event.get("object") or {})
+
+    return registry
+
+
+def run(
+    runtime: OperatorRuntime, *, namespaces: Collection[str] = (), clusterwide: bool = False
+) -> None:
+    """Run the operator in this process until it is interrupted."""
+    scheduler = Scheduler(runtime)
+    kopf.run(
+        registry=build_registry(scheduler),
+        settings=operator_settings(),
+        standalone=True,
+        clusterwide=clusterwide,
+        namespaces=list(namespaces),
+    )
