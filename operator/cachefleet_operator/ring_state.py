@@ -14,9 +14,13 @@ from cachefleet.ring import Ring, RingAssignment, Shard, classic_ring, plan_chan
 from cachefleet_operator.api import CacheClusterSpec, RingStatus
 from cachefleet_operator.naming import shard_names_for
 
+# During a change the sidecar ConfigMap holds two rings (1 MiB limit) and the status three
+# (etcd's 1.5 MiB object limit); a token takes about 6 bytes in the wire form.
+MAX_RING_TOKENS = 60_000
+
 
 class WeightError(ValueError):
-    """The spec's weights name shards the cluster will not have."""
+    """The spec's shards and weights cannot make a ring the cluster can carry."""
 
 
 def desired_shards(spec: CacheClusterSpec, current: Sequence[str]) -> list[Shard]:
@@ -28,7 +32,16 @@ def desired_shards(spec: CacheClusterSpec, current: Sequence[str]) -> list[Shard
             f"spec.weights names {', '.join(unknown)}, but the cluster's shards will be "
             f"{_name_range(names)}"
         )
-    return [Shard(name, float(spec.weights.get(name, 1.0))) for name in names]
+    shards = [Shard(name, float(spec.weights.get(name, 1.0))) for name in names]
+    tokens = round(sum(s.weight for s in shards) * spec.ring.tokens_per_shard)
+    if tokens > MAX_RING_TOKENS:
+        raise WeightError(
+            f"spec: {len(shards)} shards (total weight {sum(s.weight for s in shards):g}) × "
+            f"{spec.ring.tokens_per_shard} tokens per shard = {tokens} tokens, more than the "
+            f"{MAX_RING_TOKENS} a ring may have to fit its ConfigMap during a change; "
+            "lower spec.ring.tokensPerShard or the weights"
+        )
+    return shards
 
 
 def same_shards(ring: Ring, shards: Sequence[Shard]) -> bool:

@@ -169,6 +169,7 @@ def test_an_operator_killed_between_applying_and_writing_status_resumes_the_same
         ({"weights": {"shard-1": -2}}, "spec.weights.shard-1: weight -2 must be greater than zero"),
         ({"weights": {"shard-9": 2}}, "spec.weights names shard-9, but the cluster's shards"),
         ({"weights": {"big": 2}}, "spec.weights.big: not a shard name"),
+        ({"shards": 400}, "= 64000 tokens, more than the 60000"),
         ({"shards": 0}, "spec.shards: Input should be greater than or equal to 1"),
         ({"redis": {"extraConfig": {"requirepass": "x"}}}, "managed by the operator"),
         ({"warmUp": {"steps": [50, 10]}}, "spec.warmUp.steps: [50.0, 10.0] must strictly increase"),
