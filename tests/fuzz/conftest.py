@@ -1,0 +1,43 @@
+"""A sidecar with a small request cap (1 MiB) in front of 4 real shards, for abuse."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cachefleet.config import LimitsConfig  # noqa: E402
+
+from tests.support import (  # noqa: E402
+    RedisServer,
+    Sidecar,
+    sidecar_config,
+    start_redis_servers,
+    start_sidecar,
+)
+from tests.support.resp import RawConnection  # noqa: E402
+
+CAP = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def shards() -> Iterator[list[RedisServer]]:
+    with start_redis_servers(4) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def sidecar(shards: list[RedisServer]) -> Iterator[Sidecar]:
+    config = sidecar_config([s.address for s in shards], limits=LimitsConfig(max_request_bytes=CAP))
+    with start_sidecar(config=config) as running:
+        yield running
+        # Whatever the module threw at it, it still serves a fresh connection.
+        assert running.alive(), "the sidecar crashed"
+        with RawConnection(running.port) as fresh:
+            assert fresh.call("PING") == b"+PONG\r\n"
