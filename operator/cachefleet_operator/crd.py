@@ -73,8 +73,11 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
                 result["exclusiveMaximum"] = True
             else:
                 result[key] = value
-        if result.get("additionalProperties") is False:
-            del result["additionalProperties"]  # pruning already drops unknown fields
+        if isinstance(result.get("additionalProperties"), bool):
+            # false: pruning already drops unknown fields. true: means "anything", which the
+            # API server reads as an empty schema and prunes everything below it; free-form
+            # maps say x-kubernetes-preserve-unknown-fields instead.
+            del result["additionalProperties"]
         if "type" not in result and "x-kubernetes-int-or-string" not in result:
             objectish = (
                 "properties",

@@ -118,6 +118,9 @@ def test_a_shard_statefulset_runs_redis_with_the_password_and_probes() -> None:
     assert "volumeClaimTemplates" not in sts["spec"]
     service = children[("Service", "sessions-shard-4")]
     assert service["spec"]["clusterIP"] == "None"
+    # Server-side apply on 1.20 refuses a port without its protocol (part of the merge key).
+    assert service["spec"]["ports"][0]["protocol"] == "TCP"
+    assert redis["ports"][0]["protocol"] == "TCP"
     assert service["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
 
 

@@ -42,7 +42,11 @@ def headless_service(context: RenderContext, name: str, role: str, shard: str | 
             # and sidecars connect as soon as the server answers.
             "publishNotReadyAddresses": True,
             "selector": selector(context.owner, role, shard),
-            "ports": [{"name": "redis", "port": REDIS_PORT, "targetPort": "redis"}],
+            # protocol is spelled out: it is part of the list's merge key, and server-side
+            # apply on Kubernetes 1.20 refuses a port without it.
+            "ports": [
+                {"name": "redis", "port": REDIS_PORT, "targetPort": "redis", "protocol": "TCP"}
+            ],
         },
     }
 
@@ -75,7 +79,7 @@ def redis_statefulset(
         "image": spec.redis.image,
         "command": ["sh", "-c", START_SCRIPT],
         "env": env,
-        "ports": [{"name": "redis", "containerPort": REDIS_PORT}],
+        "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
         "readinessProbe": {
             "exec": {"command": PING},
             "periodSeconds": 5,
