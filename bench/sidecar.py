@@ -1,0 +1,257 @@
+"""Sidecar benchmark: redis-benchmark against one Redis directly, twemproxy and the sidecar.
+
+All three run at once on 127.0.0.1: four redis-server shards behind nutcracker (murmur, ketama)
+and behind ``cachefleet sidecar --shards``, plus one standalone redis-server as the reference.
+redis-benchmark (50 clients, 64-byte values, random keys over 100k, SET and GET) runs at pipeline
+1 and 16 against each target, interleaved round-robin over several rounds because the machine is
+shared and noisy; the medians over rounds are reported. For the two proxies it also reads the
+proxy's CPU time (utime + stime from /proc) around each run, to give CPU time per request.
+
+Targets (issue 4): sidecar throughput ≥ 1.0 × twemproxy at pipeline 1 and ≥ 0.9 × at pipeline 16;
+sidecar p99 ≤ 1.2 × twemproxy's. Prints one JSON line, then a one-line summary.
+
+    python bench/sidecar.py [--rounds N] [--seconds S | --requests N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support import (  # noqa: E402
+    cpu_seconds,
+    start_nutcracker,
+    start_redis_servers,
+    start_sidecar,
+)
+
+CLIENTS = 50
+VALUE_BYTES = 64
+KEYSPACE = 100_000
+TESTS = ("SET", "GET")
+PIPELINES = (1, 16)
+TARGETS = ("direct", "twemproxy", "sidecar")
+PROXIES = ("twemproxy", "sidecar")
+THROUGHPUT_TARGETS = {1: 1.0, 16: 0.9}
+P99_TARGET = 1.2
+# Lower bounds on requests per test, so a slow calibration never makes a run trivially short.
+MIN_REQUESTS = {1: 20_000, 16: 100_000}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    port: int
+    pid: int | None  # the proxy process whose CPU time we measure; None for Redis itself
+
+
+@dataclass
+class Run:
+    target: str
+    pipeline: int
+    round: int
+    requests: int
+    seconds: float
+    cpu_seconds: float | None
+    by_test: dict[str, dict[str, float]]
+
+
+def redis_benchmark(port: int, pipeline: int, requests: int) -> tuple[dict[str, Any], float]:
+    """One redis-benchmark invocation (SET then GET); its CSV rows by test, and wall time."""
+    argv = [
+        "redis-benchmark",
+        "-h", "127.0.0.1",
+        "-p", str(port),
+        "-c", str(CLIENTS),
+        "-d", str(VALUE_BYTES),
+        "-r", str(KEYSPACE),
+        "-n", str(requests),
+        "-P", str(pipeline),
+        "-t", ",".join(t.lower() for t in TESTS),
+        "--csv",
+    ]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"redis-benchmark on :{port} failed: {done.stderr.strip()[-500:]}")
+    rows = {row["test"]: row for row in csv.DictReader(io.StringIO(done.stdout))}
+    missing = [t for t in TESTS if t not in rows]
+    if missing:
+        raise RuntimeError(f"redis-benchmark on :{port} printed no {missing}: {done.stdout!r}")
+    figures = {
+        test: {
+            "rps": float(rows[test]["rps"]),
+            "p50_ms": float(rows[test]["p50_latency_ms"]),
+            "p99_ms": float(rows[test]["p99_latency_ms"]),
+        }
+        for test in TESTS
+    }
+    return figures, elapsed
+
+
+def measure(target: Target, pipeline: int, requests: int, round_number: int) -> Run:
+    cpu_before = cpu_seconds(target.pid) if target.pid else None
+    figures, elapsed = redis_benchmark(target.port, pipeline, requests)
+    cpu_used = None
+    if target.pid is not None and cpu_before is not None:
+        cpu_used = cpu_seconds(target.pid) - cpu_before
+    return Run(target.name, pipeline, round_number, requests, elapsed, cpu_used, figures)
+
+
+def requests_for(target: Target, pipeline: int, seconds: float) -> int:
+    """Calibrate: a short run tells how many requests per test last ``seconds``."""
+    figures, _ = redis_benchmark(target.port, pipeline, MIN_REQUESTS[pipeline])
+    slowest = min(figures[test]["rps"] for test in TESTS)
+    return max(MIN_REQUESTS[pipeline], int(slowest * seconds))
+
+
+def summarise(runs: list[Run]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for target in TARGETS:
+        for pipeline in PIPELINES:
+            mine = [r for r in runs if r.target == target and r.pipeline == pipeline]
+            if not mine:
+                continue
+            case: dict[str, Any] = {"requests_per_test": mine[0].requests, "rounds": len(mine)}
+            for test in TESTS:
+                case[test] = {
+                    figure: statistics.median(r.by_test[test][figure] for r in mine)
+                    for figure in ("rps", "p50_ms", "p99_ms")
+                }
+            # Both tests together: total requests over total time (a harmonic mean of rps).
+            case["rps"] = statistics.median(
+                len(TESTS) / sum(1 / r.by_test[t]["rps"] for t in TESTS) for r in mine
+            )
+            case["p99_ms"] = max(case[test]["p99_ms"] for test in TESTS)
+            case["p50_ms"] = max(case[test]["p50_ms"] for test in TESTS)
+            cpu = [r.cpu_seconds / (r.requests * len(TESTS)) for r in mine if r.cpu_seconds]
+            if target in PROXIES:
+                case["cpu_us_per_request"] = statistics.median(cpu) * 1e6 if cpu else None
+            results.setdefault(target, {})[f"P{pipeline}"] = case
+    return results
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    sidecar, twemproxy = results["sidecar"], results["twemproxy"]
+    for pipeline in PIPELINES:
+        case = f"P{pipeline}"
+        throughput = sidecar[case]["rps"] / twemproxy[case]["rps"]
+        p99 = sidecar[case]["p99_ms"] / twemproxy[case]["p99_ms"]
+        out[case] = {
+            "throughput": round(throughput, 3),
+            "throughput_target": THROUGHPUT_TARGETS[pipeline],
+            "throughput_met": throughput >= THROUGHPUT_TARGETS[pipeline],
+            "p99": round(p99, 3),
+            "p99_target": P99_TARGET,
+            "p99_met": p99 <= P99_TARGET,
+        }
+        cpu_s = sidecar[case].get("cpu_us_per_request")
+        cpu_t = twemproxy[case].get("cpu_us_per_request")
+        if cpu_s and cpu_t:
+            out[case]["cpu_per_request"] = round(cpu_s / cpu_t, 3)
+    out["all_met"] = all(
+        out[f"P{p}"]["throughput_met"] and out[f"P{p}"]["p99_met"] for p in PIPELINES
+    )
+    return out
+
+
+@contextlib.contextmanager
+def fleet() -> Iterator[list[Target]]:
+    """Four shards behind twemproxy and the sidecar, and one direct Redis; all stopped after."""
+    with start_redis_servers(5) as servers:
+        shards, direct = servers[:4], servers[4]
+        addresses = [s.address for s in shards]
+        with start_nutcracker(addresses) as twemproxy, start_sidecar(addresses) as sidecar:
+            yield [
+                Target("direct", direct.port, None),
+                Target("twemproxy", twemproxy.port, twemproxy.pid),
+                Target("sidecar", sidecar.port, sidecar.pid),
+            ]
+
+
+def _stop_on_sigterm() -> None:
+    # SIGTERM unwinds like ^C, so every context manager above stops what it started.
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per test run")
+    parser.add_argument("--requests", type=int, help="fixed requests per test (no calibration)")
+    parser.add_argument("--quick", action="store_true", help="1 round of about 1 s: a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = 1, 1.0
+    if args.rounds < 1 or args.seconds <= 0 or (args.requests is not None and args.requests < 1):
+        parser.error("--rounds, --seconds and --requests must be positive")
+    _stop_on_sigterm()
+    started = time.monotonic()
+    runs: list[Run] = []
+    with fleet() as targets:
+        counts = {
+            (t.name, p): args.requests or requests_for(t, p, args.seconds)
+            for t in targets
+            for p in PIPELINES
+        }
+        for round_number in range(args.rounds):
+            for pipeline in PIPELINES:
+                for target in targets:
+                    count = counts[(target.name, pipeline)]
+                    runs.append(measure(target, pipeline, count, round_number))
+    results = summarise(runs)
+    comparison = ratios(results)
+    report = {
+        "benchmark": "sidecar",
+        "clients": CLIENTS,
+        "value_bytes": VALUE_BYTES,
+        "keyspace": KEYSPACE,
+        "rounds": args.rounds,
+        "seconds_per_run": args.seconds if args.requests is None else None,
+        "results": results,
+        "sidecar_vs_twemproxy": comparison,
+        "elapsed_seconds": round(time.monotonic() - started, 1),
+    }
+    print(json.dumps(report))
+    parts = []
+    for pipeline in PIPELINES:
+        case = f"P{pipeline}"
+        c = comparison[case]
+        parts.append(
+            f"P{pipeline}: sidecar {results['sidecar'][case]['rps']:,.0f} req/s vs twemproxy "
+            f"{results['twemproxy'][case]['rps']:,.0f} ({c['throughput']:.2f}x, target "
+            f"{c['throughput_target']}x {'met' if c['throughput_met'] else 'MISSED'}), "
+            f"p99 {c['p99']:.2f}x ({'met' if c['p99_met'] else 'MISSED'})"
+        )
+    verdict = "met" if comparison["all_met"] else "NOT met"
+    print("sidecar bench: " + "; ".join(parts) + f"; all targets {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; everything started was stopped", file=sys.stderr)
+        sys.exit(130)
