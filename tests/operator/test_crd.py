@@ -9,6 +9,7 @@ import jsonschema  # type: ignore[import-untyped]
 import kubernetes_validate
 import pytest
 import yaml
+from cachefleet_operator.api.reference import spec_reference
 from cachefleet_operator.crd import CRD_PATH, crd_yaml, render_crd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +20,14 @@ def test_the_committed_crd_is_current() -> None:
     committed = (ROOT / CRD_PATH).read_text()
     assert committed == crd_yaml(), (
         f"{CRD_PATH} is stale: run `cachefleet crd > {CRD_PATH}` and commit it"
+    )
+
+
+def test_the_field_reference_in_the_docs_is_current() -> None:
+    document = (ROOT / "docs" / "operator.md").read_text()
+    assert spec_reference() in document, (
+        "docs/operator.md's spec reference is stale: run .venv/bin/python -c "
+        "\"from cachefleet_operator.api.reference import update; update('docs/operator.md')\""
     )
 
 
