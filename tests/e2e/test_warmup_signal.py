@@ -1,0 +1,109 @@
+"""The warm-up signal: the file the e2e tests feed, and INFO stats from real redis-server shards.
+
+These need no Kubernetes; they sit with the e2e suite because the e2e tests drive the operator
+through the file signal, and this is where its format is pinned.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cachefleet_operator.warmup_signal import (
+    FileWarmupSignal,
+    RedisWarmupSignal,
+    WarmupSignalError,
+    WarmupTarget,
+    parse_warmup_signal,
+)
+
+from tests.support import RedisServer, start_redis
+from tests.support.redis_servers import stop_redis
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+TARGET = WarmupTarget(namespace="cache", cluster="sessions", addresses=())
+
+
+def test_file_signal_reads_the_hit_ratio_and_per_cluster_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "signal.json"
+    signal = FileWarmupSignal(path)
+    assert signal.observe(TARGET, NOW).hit_ratio is None  # no file yet: nothing measured
+    path.write_text(json.dumps({"hitRatio": 0.5}))
+    observation = signal.observe(TARGET, NOW)
+    assert observation.hit_ratio == 0.5 and observation.observed_at == NOW
+    path.write_text(
+        json.dumps({"hitRatio": 0.5, "clusters": {"cache/sessions": {"hitRatio": 0.97}}})
+    )
+    assert signal.observe(TARGET, NOW).hit_ratio == 0.97
+    other = WarmupTarget(namespace="cache", cluster="other", addresses=())
+    assert signal.observe(other, NOW).hit_ratio == 0.5
+
+
+@pytest.mark.parametrize(
+    "content", ["{not json", '{"hitRatio": 1.5}', '{"hitratio": 0.9}', '{"hitRatio": "high"}']
+)
+def test_file_signal_refuses_malformed_content(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "signal.json"
+    path.write_text(content)
+    with pytest.raises(WarmupSignalError, match=str(path)):
+        FileWarmupSignal(path).observe(TARGET, NOW)
+
+
+def test_parse_warmup_signal() -> None:
+    assert isinstance(parse_warmup_signal("redis"), RedisWarmupSignal)
+    signal = parse_warmup_signal("file:/tmp/x.json")
+    assert isinstance(signal, FileWarmupSignal) and signal.path == Path("/tmp/x.json")
+    for bad in ("file:", "prometheus", ""):
+        with pytest.raises(WarmupSignalError, match="redis' or 'file:PATH"):
+            parse_warmup_signal(bad)
+
+
+@pytest.fixture
+def shards() -> Iterator[list[RedisServer]]:
+    servers = [start_redis(password="s3cret") for _ in range(2)]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            stop_redis(server)
+
+
+def _traffic(server: RedisServer, hits: int, misses: int) -> None:
+    client = server.client()
+    client.set("present", "1")
+    for _ in range(hits):
+        client.get("present")
+    for i in range(misses):
+        client.get(f"absent-{i}")
+    client.close()
+
+
+@pytest.mark.integration
+def test_redis_signal_sums_shards_and_measures_since_the_last_reading(
+    shards: list[RedisServer],
+) -> None:
+    target = WarmupTarget("cache", "sessions", tuple(s.address for s in shards), "s3cret")
+    signal = RedisWarmupSignal()
+    assert signal.observe(target, NOW).hit_ratio is None  # no reads at all yet
+    _traffic(shards[0], hits=3, misses=1)
+    _traffic(shards[1], hits=1, misses=3)
+    assert signal.observe(target, NOW).hit_ratio == pytest.approx(0.5)
+    # Only what happened since the previous reading counts: the shards warmed up.
+    _traffic(shards[0], hits=9, misses=1)
+    assert signal.observe(target, NOW).hit_ratio == pytest.approx(0.9)
+
+
+@pytest.mark.integration
+def test_redis_signal_reports_nothing_when_a_shard_does_not_answer(
+    shards: list[RedisServer],
+) -> None:
+    _traffic(shards[0], hits=5, misses=0)
+    dead = shards[1].address
+    stop_redis(shards[1])
+    target = WarmupTarget("cache", "sessions", (shards[0].address, dead), "s3cret")
+    assert RedisWarmupSignal(timeout=0.5).observe(target, NOW).hit_ratio is None
+    wrong_password = WarmupTarget("cache", "sessions", (shards[0].address,), "nope")
+    assert RedisWarmupSignal(timeout=0.5).observe(wrong_password, NOW).hit_ratio is None
