@@ -23,6 +23,7 @@ from cachefleet_operator.api import (
     CacheClusterSpec,
     CacheClusterStatus,
 )
+from cachefleet_operator.naming import CLUSTER_NAME_PATTERN, MAX_CLUSTER_NAME
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 CRD_PATH = f"crds/{CRD_NAME}.yaml"
@@ -138,7 +139,18 @@ def render_crd() -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                # The only metadata a CRD may constrain: the name, which
+                                # becomes part of every child's name.
+                                "metadata": {
+                                    "type": "object",
+                                    "properties": {
+                                        "name": {
+                                            "type": "string",
+                                            "maxLength": MAX_CLUSTER_NAME,
+                                            "pattern": CLUSTER_NAME_PATTERN,
+                                        }
+                                    },
+                                },
                                 "spec": spec_schema(),
                                 "status": status_schema(),
                             },

@@ -8,6 +8,7 @@ added takes the lowest free number.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from cachefleet_operator.api.parse import SHARD_NAME
@@ -15,6 +16,22 @@ from cachefleet_operator.api.parse import SHARD_NAME
 # StatefulSet pods carry a controller-revision-hash label "<sts>-<10 chars>", which must fit
 # in 63 characters: 52 for the StatefulSet name, minus "-shard-NNNNNN" (13) leaves 39.
 MAX_CLUSTER_NAME = 39
+# Service names must be DNS-1035 labels, so the CacheCluster's name must be one too.
+CLUSTER_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def cluster_name_problem(name: str) -> str | None:
+    if len(name) > MAX_CLUSTER_NAME:
+        return (
+            f"metadata.name: {len(name)} characters, at most {MAX_CLUSTER_NAME} "
+            "(shard StatefulSet names must fit Kubernetes' limits)"
+        )
+    if not re.match(CLUSTER_NAME_PATTERN, name):
+        return (
+            f"metadata.name: {name!r} must be lowercase letters, digits and '-', starting "
+            "with a letter (it names Services)"
+        )
+    return None
 
 
 def shard_name(number: int) -> str:

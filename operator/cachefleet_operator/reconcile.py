@@ -43,8 +43,8 @@ from cachefleet_operator.conditions import condition, find
 from cachefleet_operator.labels import CLUSTER, Owner
 from cachefleet_operator.manifest_hash import applied_hash, stamped
 from cachefleet_operator.naming import (
-    MAX_CLUSTER_NAME,
     auth_secret,
+    cluster_name_problem,
     shard_number,
     shard_workload,
     sidecar_config,
@@ -81,11 +81,9 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
         spec = parse_spec(cluster.get("spec"))
     except SpecError as error:
         problems += error.problems
-    if len(owner.name) > MAX_CLUSTER_NAME:
-        problems.append(
-            f"metadata.name: {len(owner.name)} characters, at most {MAX_CLUSTER_NAME} "
-            "(shard StatefulSet names must fit Kubernetes' limits)"
-        )
+    name_problem = cluster_name_problem(owner.name)
+    if name_problem is not None:
+        problems.append(name_problem)
         spec = None
     if status_problem is not None:
         # Planning from an unreadable ring would compute a different ring: touch nothing.
@@ -174,9 +172,12 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
     if requeue is None and len(ready) < len(routing_names):
         requeue = READINESS_POLL_SECONDS
 
+    waiting = [s.name for s in shard_statuses if warm and s.name in warm.added_shards]
+    if warm is not None and effective.warm_up.wait_for_ready_shards:
+        waiting = [s.name for s in shard_statuses if s.name in waiting and not s.ready]
     conditions = [
         _ready_condition(routing_names, ready, live, observed),
-        _progressing_condition(warm, pending, ring, live, observed),
+        _progressing_condition(warm, pending, ring, waiting, live, observed),
         _degraded_condition(problems, live, observed),
     ]
     events += _condition_events(problems, conditions, live)
@@ -363,6 +364,7 @@ def _progressing_condition(
     warm: WarmUpStatus | None,
     pending: str | None,
     ring: RingStatus,
+    waiting: list[str],
     live: CacheClusterStatus,
     observed: Observed,
 ) -> Condition:
@@ -374,7 +376,8 @@ def _progressing_condition(
         f"({warm.moved_fraction * 100:.1f}% of keys move)"
     )
     detail = {
-        "Provisioning": "creating the new shards",
+        "Provisioning": "waiting for new shards "
+        + (", ".join(waiting) if waiting else "to be created"),
         "Shadowing": f"shadowing {warm.percent:g}% of requests to the next ring",
         "Grace": f"cut over ({warm.cutover_reason}); the old ring answers misses",
         "Finalizing": "the new ring is the only one; removing old shards",
@@ -401,7 +404,11 @@ def _condition_events(
 ) -> list[EventSpec]:
     degraded = find(conditions, "Degraded")
     before = find(live.conditions, "Degraded")
-    if degraded is None or degraded.status != "True":
+    if degraded is None:
+        return []
+    if degraded.status != "True":
+        if before is not None and before.status == "True":
+            return [EventSpec("Normal", "SpecValid", "the spec is valid again")]
         return []
     if before is not None and before.status == "True" and before.message == degraded.message:
         return []

@@ -90,6 +90,12 @@ def test_subresources_and_printer_columns() -> None:
     assert names["shortNames"] == ["cc"] and names["kind"] == "CacheCluster"
 
 
+@pytest.mark.parametrize(("name", "valid"), [("cache", True), ("a.b", False), ("x" * 40, False)])
+def test_the_api_server_checks_the_name(name: str, valid: bool) -> None:
+    metadata = jsonschema.Draft4Validator(_schema()["properties"]["metadata"])
+    assert metadata.is_valid({"name": name}) is valid
+
+
 def _validator() -> jsonschema.Draft4Validator:
     # OpenAPI v3.0's numeric keywords are JSON Schema draft 4's (boolean exclusiveMinimum).
     return jsonschema.Draft4Validator(_schema()["properties"]["spec"])

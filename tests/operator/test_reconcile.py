@@ -198,9 +198,10 @@ def test_an_invalid_spec_changes_nothing_that_runs(edit: dict[str, Any], problem
     assert fleet.plans[-1].events == [], "the same problem was announced twice"
 
     fleet.cluster["spec"] = {"shards": 3}
-    fleet.reconcile()
+    plan = fleet.reconcile()
     assert fleet.condition("Degraded")["status"] == "False"
     assert fleet.phase == "Stable"
+    assert [(e.type, e.reason) for e in plan.events] == [("Normal", "SpecValid")]
 
 
 def test_an_invalid_first_spec_creates_nothing_and_says_why() -> None:
@@ -216,11 +217,21 @@ def test_an_invalid_first_spec_creates_nothing_and_says_why() -> None:
     assert len(fleet.shard_statefulsets()) == 2
 
 
-def test_a_too_long_name_is_refused_before_anything_is_created() -> None:
-    fleet = Fleet(cache_cluster(name="x" * 40, shards=2))
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("x" * 40, "metadata.name: 40 characters, at most 39"),
+        ("cache.eu", "metadata.name: 'cache.eu' must be lowercase letters"),
+        ("7cache", "metadata.name: '7cache' must be lowercase letters"),
+    ],
+)
+def test_a_name_that_cannot_name_children_is_refused_before_anything_is_created(
+    name: str, problem: str
+) -> None:
+    fleet = Fleet(cache_cluster(name=name, shards=2))
     plan = fleet.reconcile()
     assert plan.apply == []
-    assert "metadata.name: 40 characters, at most 39" in fleet.condition("Degraded")["message"]
+    assert problem in fleet.condition("Degraded")["message"]
 
 
 def test_an_invalid_spec_during_a_warm_up_lets_the_warm_up_finish() -> None:

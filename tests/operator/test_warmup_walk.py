@@ -195,6 +195,9 @@ def test_shadowing_waits_for_ready_new_shards_unless_told_not_to() -> None:
         fleet.advance(5)
     assert fleet.phase == "Provisioning"
     assert fleet.condition("Ready")["status"] == "True"  # the routing ring's shards are fine
+    assert fleet.condition("Progressing")["message"] == (
+        "2 → 3 shards (33.3% of keys move): waiting for new shards shard-2"
+    )
     fleet.set_ready(True)
     fleet.reconcile()
     assert fleet.phase == "Shadowing"
