@@ -16,14 +16,16 @@ REDIS_UID = 999  # the redis user of the official image
 # The password comes from the Secret through the environment, never through the ConfigMap;
 # replicas (ordinal > 0) follow pod 0 of their own StatefulSet.
 START_SCRIPT = """set -eu
-conf=/tmp/redis.conf
+conf="${TMPDIR:-/tmp}/redis.conf"
 cp "$CONFIG_FILE" "$conf"
 if [ -n "${REDIS_PASSWORD:-}" ]; then
-  printf 'requirepass "%s"\\nmasterauth "%s"\\n' "$REDIS_PASSWORD" "$REDIS_PASSWORD" >> "$conf"
+  # A double-quoted redis.conf string: escape backslashes and quotes of a user's password.
+  quoted=$(printf '%s' "$REDIS_PASSWORD" | sed 's/[\\\\"]/\\\\&/g')
+  printf 'requirepass "%s"\\nmasterauth "%s"\\n' "$quoted" "$quoted" >> "$conf"
 fi
 case "$POD_NAME" in
   *-0) ;;
-  *) printf 'replicaof %s 6379\\n' "$PRIMARY_HOST" >> "$conf" ;;
+  *) printf 'replicaof %s %s\\n' "$PRIMARY_HOST" "${PRIMARY_PORT:-6379}" >> "$conf" ;;
 esac
 exec redis-server "$conf"
 """
