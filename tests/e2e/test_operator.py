@@ -331,6 +331,39 @@ def test_wrong_but_schema_valid_spec_degrades_and_changes_nothing(
     assert cleared is None or cleared["status"] == "False", cleared
 
 
+def test_a_child_the_api_refuses_degrades_the_cluster_and_spares_the_others(
+    kubectl: Kubectl, operator: Operator
+) -> None:
+    # Someone else's immutable ConfigMap already holds the name the operator needs.
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "clash-redis"},
+            "immutable": True,
+            "data": {"redis.conf": "# not ours"},
+        }
+    )
+    kubectl.apply(cache_cluster("clash", 1))
+    kubectl.apply(cache_cluster("bystander", 1))
+
+    def failed() -> dict[str, Any] | None:
+        found = condition(kubectl, "clash", "Degraded")
+        return found if found and found["reason"] == "ReconcileFailed" else None
+
+    found = wait_for(failed, "a ReconcileFailed condition", 30)
+    assert found["status"] == "True" and "clash-redis" in found["message"], found
+    warnings = [e for e in events(kubectl, "clash") if e["reason"] == "ReconcileFailed"]
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning", warnings
+    wait_stable(kubectl, "bystander", 1)
+    assert operator.alive()
+    # Once the obstacle is gone, the next retry succeeds and clears the condition.
+    kubectl.run("delete", "configmap", "clash-redis")
+    wait_stable(kubectl, "clash", 1, timeout=60)
+    cleared = condition(kubectl, "clash", "Degraded")
+    assert cleared is not None and cleared["status"] == "False", cleared
+
+
 def test_capacity_change_walks_every_warm_up_phase(
     kubectl: Kubectl, operator: Operator, recorder: list[StatusRecorder]
 ) -> None:
