@@ -32,12 +32,13 @@ def shards() -> Iterator[list[RedisServer]]:
         yield servers
 
 
-@pytest.fixture(scope="module")
+# One sidecar per test, so a test that hangs or kills it does not take the next ones down too.
+@pytest.fixture
 def sidecar(shards: list[RedisServer]) -> Iterator[Sidecar]:
     config = sidecar_config([s.address for s in shards], limits=LimitsConfig(max_request_bytes=CAP))
     with start_sidecar(config=config) as running:
         yield running
-        # Whatever the module threw at it, it still serves a fresh connection.
+        # Whatever the test threw at it, it still serves a fresh connection.
         assert running.alive(), "the sidecar crashed"
         with RawConnection(running.port) as fresh:
             assert fresh.call("PING") == b"+PONG\r\n"
