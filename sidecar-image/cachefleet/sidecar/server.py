@@ -85,7 +85,12 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.reader.feed(data)
             pos = 0
-        pos = self._process(buf, pos)
+        try:
+            pos = self._process(buf, pos)
+        except Exception:  # a bug must cost this connection only, never the process
+            log.exception("client %s: unexpected error; closing its connection", self.peer)
+            self._protocol_error("internal error in the sidecar")
+            return
         if pos < 0:
             return
         size = len(buf)
@@ -118,6 +123,7 @@ class ClientConnection(asyncio.Protocol):
                 pos = self._inline(buf, pos, str(error))
                 if pos < 0:
                     return -1
+                gets = self.reader.gets
                 continue
             if args is False:
                 return pos
