@@ -259,11 +259,11 @@ class _Tracked:
     namespace: str
     name: str
     due: float
+    uid: str | None = None
     generation: int | None = None
     running: bool = False
     # Changed while a reconcile was running: reconcile again as soon as it ends.
     dirty: bool = False
-    gone: bool = False
 
 
 @dataclass
@@ -282,15 +282,14 @@ class Scheduler:
         meta = body.get("metadata", {})
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if event_type == "DELETED":
-            entry = self.tracked.pop(key, None)
-            if entry is not None:
-                entry.gone = True
+            self.tracked.pop(key, None)
             return
         generation = meta.get("generation")
         entry = self.tracked.get(key)
-        if entry is None:
+        if entry is None or entry.uid != meta.get("uid"):
+            # New, or deleted and created again under the same name while we looked away.
             self.tracked[key] = _Tracked(
-                key[0], key[1], due=time.monotonic(), generation=generation
+                key[0], key[1], due=time.monotonic(), uid=meta.get("uid"), generation=generation
             )
         elif generation != entry.generation:
             # A spec change (or our own first sight of it): act now, not at the next resync.
@@ -334,6 +333,8 @@ class Scheduler:
 
     def _finished(self, entry: _Tracked, done: asyncio.Future[ReconcileResult | None]) -> None:
         entry.running = False
+        if self.tracked.get((entry.namespace, entry.name)) is not entry:
+            return  # deleted (or replaced by a namesake) meanwhile
         delay = self.runtime.resync_seconds
         if done.cancelled():
             return
@@ -345,7 +346,7 @@ class Scheduler:
             result = done.result()
             if result is None:
                 # Gone or being deleted: stop tracking until the watch says otherwise.
-                self.tracked.pop((entry.namespace, entry.name), None)
+                del self.tracked[(entry.namespace, entry.name)]
                 return
             entry.generation = result.generation
             if result.requeue_after is not None:

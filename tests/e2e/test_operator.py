@@ -324,8 +324,12 @@ def test_wrong_but_schema_valid_spec_degrades_and_changes_nothing(
     assert child_versions(kubectl, "wrong") == before
     assert status(kubectl, "wrong")["shards"] == 2
     # Fixing the spec clears the condition and carries out the change.
-    kubectl.patch("cc", "wrong", [{"op": "remove", "path": "/spec/weights"}], "json")
-    kubectl.patch("cc", "wrong", {"spec": {"warmUp": {"enabled": False}}})
+    # One patch: the change must not start warming before warm-up is switched off.
+    fix = [
+        {"op": "remove", "path": "/spec/weights"},
+        {"op": "add", "path": "/spec/warmUp/enabled", "value": False},
+    ]
+    kubectl.patch("cc", "wrong", fix, "json")
     wait_stable(kubectl, "wrong", 3)
     cleared = condition(kubectl, "wrong", "Degraded")
     assert cleared is None or cleared["status"] == "False", cleared
