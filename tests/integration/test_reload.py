@@ -3,6 +3,7 @@ no connection drops, and afterwards keys go where the new ring says."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -95,6 +96,28 @@ def _wait_for_ring(sidecar: Sidecar, servers: list[RedisServer], timeout: float 
     raise AssertionError(f"the sidecar did not apply the 5-shard ring within {timeout}s")
 
 
+REJECTED = re.compile(r'^\S*config_reload\S*\{[^}]*"rejected"[^}]*\}\s+(\S+)', re.MULTILINE)
+
+
+def _rejections(sidecar: Sidecar) -> float | None:
+    """The sidecar's count of rejected reloads, if its metrics have one."""
+    match = REJECTED.search(sidecar.metrics())
+    return float(match.group(1)) if match else None
+
+
+def _wait_for_rejection(sidecar: Sidecar, before: float | None, timeout: float = 10.0) -> None:
+    if before is None:
+        time.sleep(2.5)  # no counter to watch: give a polling watcher two chances to see it
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = _rejections(sidecar)
+        if now is not None and now > before:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the sidecar did not report rejecting the file within {timeout}s")
+
+
 def test_reload_under_load_loses_nothing(five_servers: list[RedisServer]) -> None:
     four = [s.address for s in five_servers[:4]]
     config = sidecar_config(four, config_version="1")
@@ -133,6 +156,7 @@ def test_reload_under_load_loses_nothing(five_servers: list[RedisServer]) -> Non
             assert not worker.socket_changed, f"worker {worker.number} had to reconnect"
             assert worker.misses <= 1, f"worker {worker.number}: {worker.misses} misses"
         assert sidecar.alive()
+        assert 'version="2"' in sidecar.metrics(), "metrics should report config version 2"
 
         # The new ring routes everything now: fresh keys sit where it says.
         ring = classic_ring([Shard(s.address) for s in five_servers])
@@ -155,8 +179,9 @@ def test_invalid_config_is_rejected_and_old_one_keeps_serving(
         with sidecar.client(protocol=2, single_connection_client=True) as client:
             client.set("before", "1")
             for bad in ['{"schemaVersion": 1, "shards": []', '{"schemaVersion": 99}', "[]"]:
+                rejected = _rejections(sidecar)
                 sidecar.config_path.write_text(bad)
-                time.sleep(1.5)  # long enough for a file watcher to notice and reject it
+                _wait_for_rejection(sidecar, rejected)
                 assert sidecar.alive(), f"the sidecar died on config {bad!r}"
                 assert client.get("before") == b"1"
                 assert sidecar.ready()

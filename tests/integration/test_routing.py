@@ -14,12 +14,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 def _holders(fleet: Fleet, key: bytes) -> list[str]:
     """Addresses of the shards that hold ``key``, asked of each shard directly."""
-    holders = []
+    return _holders_of_many(fleet, [key])[0]
+
+
+def _holders_of_many(fleet: Fleet, keys: list[bytes]) -> list[list[str]]:
+    found: list[list[str]] = [[] for _ in keys]
     for shard in fleet.shards:
         with shard.client() as client:
-            if client.exists(key):
-                holders.append(shard.address)
-    return holders
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(key)
+            for holders, exists in zip(found, pipe.execute(), strict=True):
+                if exists:
+                    holders.append(shard.address)
+    return found
 
 
 def _keys(count: int) -> list[bytes]:
@@ -38,10 +46,9 @@ def test_each_key_sits_on_the_shard_the_ring_names(clean_fleet: Fleet) -> None:
             client.set(key, b"v:" + key)
     wrong = []
     used = set()
-    for key in keys:
+    for key, holders in zip(keys, _holders_of_many(clean_fleet, keys), strict=True):
         expected = ring.shard_for(key)
         used.add(expected)
-        holders = _holders(clean_fleet, key)
         if holders != [expected]:
             wrong.append(f"{key!r}: on {holders}, ring says {expected}")
     assert not wrong, f"{len(wrong)} of {len(keys)} keys misplaced:\n" + "\n".join(wrong[:20])
