@@ -61,5 +61,8 @@ def fleet() -> Iterator[Fleet]:
 
 @pytest.fixture
 def clean_fleet(fleet: Fleet) -> Fleet:
+    # One crash would otherwise show up as a confusing failure in every later test.
+    alive = getattr(fleet.proxy, "alive", lambda: True)
+    assert alive(), f"the sidecar is dead; its log: {getattr(fleet.proxy, 'log', '?')}"
     fleet.flush()
     return fleet
