@@ -77,12 +77,12 @@ def shards() -> Iterator[list[Shard_]]:
 
 def make_config(addresses: list[str], pool_size: int = 1, **fields: object) -> SidecarConfig:
     ring = classic_ring([Shard(a) for a in addresses])
+    fields.setdefault("pool", PoolConfig(connections_per_shard=pool_size))
     return SidecarConfig(
         listen=f"127.0.0.1:{free_port()}",
         admin_listen=f"127.0.0.1:{free_port()}",
         shards=[ShardEndpoint(name=a, address=a) for a in addresses],
         ring=RingAssignment.from_ring(ring),
-        pool=PoolConfig(connections_per_shard=pool_size),
         **fields,  # type: ignore[arg-type]
     )
 

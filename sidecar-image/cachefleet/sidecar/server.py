@@ -67,6 +67,16 @@ class ClientConnection(asyncio.Protocol):
         self.pending.clear()
         self.app.client_closed(self)
 
+    def pause_writing(self) -> None:
+        # A client that does not read its replies stops being read: its replies cannot pile up
+        # without bound, and nothing it sends holds shard connections meanwhile.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
@@ -115,6 +125,7 @@ class ClientConnection(asyncio.Protocol):
         cid = self.id
         pending = self.pending
         commands = COMMANDS
+        max_bytes = self.app.max_request_bytes
         size = len(buf)
         while True:
             try:
@@ -136,6 +147,10 @@ class ClientConnection(asyncio.Protocol):
                 end = request_end(buf, pos, args)
             except ProtocolError as error:
                 return self._protocol_error(str(error))
+            if end - pos > max_bytes:
+                return self._protocol_error(
+                    "Protocol error: request is larger than the sidecar's limit"
+                )
             raw = buf if pos == 0 and end == size else buf[pos:end]
             pos = end
             if not args:
