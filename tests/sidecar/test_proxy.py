@@ -142,7 +142,7 @@ async def test_refused_and_unknown_commands_keep_the_connection(sidecar: Sidecar
             (("NOSUCH", "a", "b"), "unknown command 'NOSUCH', with args beginning with: 'a' 'b'"),
             (("GET",), "wrong number of arguments for 'get' command"),
             (("SELECT", "3"), "SELECT is not supported"),
-            (("RENAME", "k", apart), "don't hash to the same shard"),
+            (("RENAME", "k", apart), "RENAME is not supported by cachefleet across shards"),
         ):
             with pytest.raises(ResponseError, match=expected):
                 await proxy.execute_command(*command)

@@ -133,14 +133,14 @@ def send_same_shard(
     protocol: int,
     client_id: int,
 ) -> Slot:
-    """Forward a command whose keys must live together; CROSSSLOT error when they do not."""
+    """Forward a command whose keys must live together; an error naming it when they do not."""
     lookup = routing.lookup
     indexes = {lookup(key) for key in keys}
     slot = Slot(client)
     if len(indexes) != 1:
         slot.reply = resp.error(
-            "CROSSSLOT Keys in request don't hash to the same shard "
-            "(put them under one hash tag, like {user1}a and {user1}b)"
+            f"ERR {spec.name.upper()} is not supported by cachefleet across shards: its keys "
+            "live on different shards (put them under one hash tag, like {user1}a and {user1}b)"
         )
         return slot
     (index,) = indexes
