@@ -36,6 +36,7 @@ def test_request_spans_are_the_original_bytes(requests: list[list[bytes]]) -> No
         b"*2\r\n$3\r\nGET\r\n=8\r\ntxt:abcd\r\n",
         b"*2\r\n$3\r\nGET\r\n$-1\r\n",
         b"*2\r\n$3\r\nGET\r\n*1\r\n$1\r\na\r\n",
+        b"*2\r\n+GET\r\n+k\r\n",  # offsets computed for bulk strings run past the frame
     ],
 )
 def test_non_bulk_elements_are_a_protocol_error(frame: bytes) -> None:

@@ -41,6 +41,11 @@ def digits(n: int) -> int:
     return len(str(n))
 
 
+# A bulk string of n bytes takes n + len("$<n>\r\n") + 2 bytes; precomputed for common sizes.
+_BULK_SIZE = [n + 5 + len(str(n)) for n in range(4096)]
+_BULK_SIZES = len(_BULK_SIZE)
+
+
 def request_end(buf: Bytes, start: int, args: Sequence[object]) -> int:
     """End offset of the multibulk request at ``start`` that hiredis parsed into ``args``.
 
@@ -49,12 +54,17 @@ def request_end(buf: Bytes, start: int, args: Sequence[object]) -> int:
     string (``$`` at its computed offset) and the offsets are summed from the lengths; hiredis
     already checked the length digits strictly. Raises ProtocolError for anything else.
     """
-    pos = start + digits(len(args)) + 3
-    for arg in args:
-        if type(arg) is not bytes or buf[pos] != 36:  # 36 is '$'
-            raise ProtocolError("Protocol error: expected '$'")
-        n = len(arg)
-        pos += n + 5 + (1 if n < 10 else 2 if n < 100 else digits(n))
+    argc = len(args)
+    pos = start + (4 if argc < 10 else 3 + digits(argc))
+    sizes = _BULK_SIZE
+    try:
+        for arg in args:
+            if buf[pos] != 36 or type(arg) is not bytes:  # 36 is '$'
+                raise ProtocolError("Protocol error: expected '$'")
+            n = len(arg)
+            pos += sizes[n] if n < _BULK_SIZES else n + 5 + digits(n)
+    except (IndexError, TypeError):  # offsets ran past the frame: it was not all bulk strings
+        raise ProtocolError("Protocol error: expected '$'") from None
     return pos
 
 

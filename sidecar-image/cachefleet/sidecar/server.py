@@ -18,6 +18,7 @@ import hiredis
 
 from cachefleet.sidecar import handshake, resp
 from cachefleet.sidecar.commands import COMMANDS, CommandSpec, Kind, lookup
+from cachefleet.sidecar.pool import READY
 from cachefleet.sidecar.resp import Bytes, ProtocolError, request_end
 from cachefleet.sidecar.router import send_same_shard, split
 from cachefleet.sidecar.slots import Slot
@@ -126,6 +127,7 @@ class ClientConnection(asyncio.Protocol):
         pending = self.pending
         commands = COMMANDS
         max_bytes = self.app.max_request_bytes
+        flusher = self.flusher
         size = len(buf)
         while True:
             try:
@@ -166,7 +168,14 @@ class ClientConnection(asyncio.Protocol):
                     pending.append(slot)
                     counts = pool.requests
                     counts[spec] = counts.get(spec, 0) + 1
-                    conns[cid % len(conns)].send(raw, slot)
+                    conn = conns[cid % len(conns)]
+                    if conn.state == READY:  # BackendConnection.send, inlined
+                        conn.out.append(raw)
+                        conn.waiters.append(slot)
+                        if not conn.dirty:
+                            flusher.add_backend(conn)
+                    else:
+                        conn.send(raw, slot)
                     continue
             self._dispatch(spec, args, raw)
             if self.closing:
