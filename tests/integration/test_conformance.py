@@ -211,6 +211,82 @@ def _binary_steps() -> list[tuple[Any, ...]]:
     ]
 
 
+def _more_single_key_steps() -> list[tuple[Any, ...]]:
+    return [
+        ("SET", "e1", "v", "KEEPTTL"),
+        ("PEXPIRE", "e1", "500000"),
+        ("SET", "e1", "w", "KEEPTTL"),
+        ("TTL", "e1"),
+        ("EXPIREAT", "e1", "4102444800"),
+        ("PEXPIREAT", "e1", "4102444800000"),
+        ("EXPIRETIME", "e1"),
+        ("SET", "e2", "v", "EXAT", "4102444800"),
+        ("EXPIRETIME", "e2"),
+        ("OBJECT", "ENCODING", "e1"),
+        ("HSETNX", "h2", "f", "1"),
+        ("HSETNX", "h2", "f", "2"),
+        ("HSTRLEN", "h2", "f"),
+        ("HINCRBYFLOAT", "h2", "f", "0.5"),
+        ("RPUSH", "l2", "a", "b", "c", "b"),
+        ("LSET", "l2", "0", "z"),
+        ("LREM", "l2", "1", "b"),
+        ("LINSERT", "l2", "BEFORE", "c", "y"),
+        ("LPOS", "l2", "c"),
+        ("LTRIM", "l2", "0", "1"),
+        ("LRANGE", "l2", "0", "-1"),
+        ("SADD", "set2", "1", "2", "3"),
+        ("SMISMEMBER", "set2", "1", "9"),
+        ("ZADD", "z2", "1", "a", "2", "b", "3", "c"),
+        ("ZREVRANGE", "z2", "0", "-1", "WITHSCORES"),
+        ("ZRANGEBYSCORE", "z2", "(1", "+inf", "WITHSCORES"),
+        ("ZCOUNT", "z2", "-inf", "2"),
+        ("ZADD", "z2", "XX", "CH", "INCR", "5", "a"),
+        ("ZMSCORE", "z2", "a", "nomember"),
+        ("SETBIT", "bits", "7", "1"),
+        ("GETBIT", "bits", "7"),
+        ("BITCOUNT", "bits"),
+        ("BITPOS", "bits", "1"),
+        ("PFADD", "hll", "a", "b", "c"),
+        ("PFCOUNT", "hll"),
+        ("GEOADD", "geo", "13.361389", "38.115556", "Palermo", "15.087269", "37.502669", "Catania"),
+        ("GEODIST", "geo", "Palermo", "Catania", "km"),
+        ("GEOPOS", "geo", "Palermo", "nowhere"),
+        ("GEOSEARCH", "geo", "FROMMEMBER", "Palermo", "BYRADIUS", "200", "km", "ASC"),
+        ("XADD", "stream", "1-1", "f", "v"),
+        ("XADD", "stream", "2-1", "f", "w"),
+        ("XLEN", "stream"),
+        ("XRANGE", "stream", "-", "+"),
+        ("DUMP", "e1"),
+    ]
+
+
+def _same_shard_steps() -> list[tuple[Any, ...]]:
+    """Commands whose keys must live together, with keys under one hash tag."""
+    return [
+        ("MSET", "{t}a", "1", "{t}b", "2"),
+        ("RENAME", "{t}a", "{t}c"),
+        ("RENAMENX", "{t}c", "{t}b"),
+        ("COPY", "{t}c", "{t}d"),
+        ("MGET", "{t}a", "{t}b", "{t}c", "{t}d"),
+        ("MSETNX", "{t}x", "1", "{t}y", "2"),
+        ("MSETNX", "{t}x", "1", "{t}z", "2"),
+        ("SADD", "{t}s1", "a", "b", "c"),
+        ("SADD", "{t}s2", "b", "c", "d"),
+        ("SINTERCARD", "2", "{t}s1", "{t}s2"),
+        ("SINTERSTORE", "{t}s3", "{t}s1", "{t}s2"),
+        ("SCARD", "{t}s3"),
+        ("ZADD", "{t}z1", "1", "a", "2", "b"),
+        ("ZADD", "{t}z2", "3", "b"),
+        ("ZUNIONSTORE", "{t}z3", "2", "{t}z1", "{t}z2"),
+        ("ZRANGE", "{t}z3", "0", "-1", "WITHSCORES"),
+        ("RPUSH", "{t}l1", "a", "b"),
+        ("LMOVE", "{t}l1", "{t}l2", "LEFT", "RIGHT"),
+        ("RPOPLPUSH", "{t}l1", "{t}l2"),
+        ("LRANGE", "{t}l2", "0", "-1"),
+        ("EVAL", "return redis.call('GET', KEYS[1])", "1", "{t}b"),
+    ]
+
+
 STEP_GROUPS: dict[str, Callable[[], list[tuple[Any, ...]]]] = {
     "strings": _string_steps,
     "keys": _key_steps,
@@ -220,6 +296,8 @@ STEP_GROUPS: dict[str, Callable[[], list[tuple[Any, ...]]]] = {
     "sorted-sets": _zset_steps,
     "multi-key": _multi_key_steps,
     "binary": _binary_steps,
+    "more-single-key": _more_single_key_steps,
+    "same-shard": _same_shard_steps,
 }
 
 # Client variants: redis-py 8's default is RESP3 with hiredis when installed.

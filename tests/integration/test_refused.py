@@ -5,11 +5,28 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.conftest import Fleet
+from tests.support import start_redis_servers, start_sidecar
 from tests.support.resp import RawConnection, encode
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 REFUSED: list[tuple[str, ...]] = [
+    ("DBSIZE",),
+    ("RANDOMKEY",),
+    ("SCRIPT", "LOAD", "return 1"),
+    ("SORT", "k", "BY", "w*"),
+    ("SELECT", "1"),
+    ("MOVE", "k", "1"),
+    ("PUBLISH", "channel", "message"),
+    ("WAIT", "1", "100"),
+    ("XREAD", "BLOCK", "100", "STREAMS", "s", "$"),
+    ("DISCARD",),
+    ("SLOWLOG", "GET"),
+    ("RENAME", "{KEY_A}", "{KEY_B}"),
+    ("SINTER", "{KEY_A}", "{KEY_B}"),
+    ("LMOVE", "{KEY_A}", "{KEY_B}", "LEFT", "LEFT"),
+    ("ZUNIONSTORE", "{KEY_A}", "1", "{KEY_B}"),
+    ("MSETNX", "{KEY_A}", "1", "{KEY_B}", "2"),
     ("KEYS", "*"),
     ("SCAN", "0"),
     ("FLUSHALL",),
@@ -62,6 +79,41 @@ def test_refused_command_names_itself_and_connection_survives(
     for shard in clean_fleet.shards:
         with shard.client() as client:
             assert client.config_get("maxmemory-samples") == {"maxmemory-samples": "5"}
+
+
+# Commands that would take a shard down or change it for everyone, if they were forwarded: run on
+# their own processes so a failure here cannot spoil the other tests.
+DANGEROUS: list[tuple[str, ...]] = [
+    ("SHUTDOWN", "NOSAVE"),
+    ("DEBUG", "SLEEP", "0"),
+    ("SWAPDB", "0", "1"),
+    ("REPLICAOF", "127.0.0.1", "1"),
+    ("FAILOVER",),
+    ("FLUSHALL",),
+    ("CONFIG", "SET", "maxmemory", "1"),
+    ("CLIENT", "PAUSE", "10000"),
+    ("ACL", "SETUSER", "intruder", "on", ">pw", "+@all"),
+]
+
+
+def test_dangerous_commands_never_reach_a_shard() -> None:
+    with start_redis_servers(2) as shards, start_sidecar([s.address for s in shards]) as sidecar:
+        with RawConnection(sidecar.port) as connection:
+            for i in range(20):
+                assert connection.call("SET", f"keep:{i}", "v") == b"+OK\r\n"
+            for command in DANGEROUS:
+                reply = connection.call(*command)
+                assert reply.startswith(b"-"), f"{command} was served: {reply[:80]!r}"
+                assert command[0].lower().encode() in reply.lower(), reply
+            assert connection.call("GET", "keep:3") == b"$1\r\nv\r\n"
+        for shard in shards:
+            assert shard.alive(), f"shard {shard.address} went down"
+            with shard.client(socket_timeout=2) as direct:
+                assert direct.config_get("maxmemory") == {"maxmemory": "0"}
+                assert direct.info("replication")["role"] == "master"
+                assert "intruder" not in direct.acl_users()
+        kept = sum(shard.client().dbsize() for shard in shards)
+        assert kept == 20
 
 
 def test_refusals_inside_a_pipeline_keep_reply_order(clean_fleet: Fleet) -> None:
