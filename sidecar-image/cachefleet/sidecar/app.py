@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from pathlib import Path
@@ -200,9 +201,17 @@ class Sidecar:
         log.info("stopped")
 
 
+# Every request allocates a few container objects (hiredis's argument list, a reply slot) that
+# die young without cycles; the default gen-0 threshold of 700 ran a collection every few
+# hundred requests (about 2% of the sidecar's CPU at pipeline 16).
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
 async def serve(config: SidecarConfig, config_path: Path | None = None) -> int:
     app = Sidecar(config, config_path)
     await app.start()
+    gc.freeze()  # what start-up built lives forever: keep it out of every collection
+    gc.set_threshold(*GC_THRESHOLDS)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, app.request_stop)
