@@ -2,7 +2,7 @@
 
 from cachefleet.sidecar.commands import Split
 from cachefleet.sidecar.router import SplitRequest
-from cachefleet.sidecar.slots import Slot
+from cachefleet.sidecar.slots import PartSlot, Slot
 
 
 class Sink:
@@ -19,7 +19,7 @@ def run_split(kind: Split, positions: list[list[int]], replies: list[bytes], tot
     slot = Slot(sink)
     request = SplitRequest(slot, kind, len(positions), total)
     request.positions = positions
-    parts = [Slot(None, request, i) for i in range(len(positions))]
+    parts = [PartSlot(request, i) for i in range(len(positions))]
     # Shards answer in reverse order: the result must not depend on it.
     for part, reply in reversed(list(zip(parts, replies, strict=True))):
         assert slot.reply is None

@@ -21,7 +21,7 @@ from typing import cast
 from cachefleet.sidecar import resp
 from cachefleet.sidecar.flusher import Flusher
 from cachefleet.sidecar.resp import Bytes, reply_end
-from cachefleet.sidecar.slots import Slot
+from cachefleet.sidecar.slots import PartSlot, Slot
 from cachefleet.sidecar.stats import ShardStats
 
 log = logging.getLogger("cachefleet.sidecar.pool")
@@ -201,7 +201,7 @@ class BackendConnection(asyncio.Protocol):
         greeting = self._greeting()
         handshake = _Handshake(self)
         for _ in greeting:
-            self.waiters.appendleft(Slot(None, handshake))
+            self.waiters.appendleft(PartSlot(handshake))
         self.out[:0] = list(greeting)
         if self.failures:
             log.info("shard %s: connected again (RESP%d)", self.settings.name, self.protocol)

@@ -15,7 +15,7 @@ from cachefleet.sidecar import resp
 from cachefleet.sidecar.commands import CommandSpec, Split
 from cachefleet.sidecar.pool import ShardPool
 from cachefleet.sidecar.resp import Bytes
-from cachefleet.sidecar.slots import ReplySink, Slot
+from cachefleet.sidecar.slots import PartSlot, ReplySink, Slot
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,7 +110,7 @@ def split(
             protocol,
             client_id,
             resp.encode_request(sub_args),
-            Slot(None, request, part),
+            PartSlot(request, part),
         )
     return slot
 

@@ -26,16 +26,18 @@ class PartSink(Protocol):
 
 
 class Slot:
-    """A pending reply. ``client`` set: a plain reply for it. Otherwise ``parent`` takes it."""
+    """A pending reply for ``client`` (None for a PartSlot, whose ``parent`` takes the reply).
 
-    __slots__ = ("client", "index", "parent", "reply")
+    Plain slots are allocated once per request, so they carry two fields and nothing else.
+    """
 
-    def __init__(
-        self, client: ReplySink | None, parent: PartSink | None = None, index: int = 0
-    ) -> None:
+    __slots__ = ("client", "reply")
+
+    parent: PartSink | None = None
+    index: int = 0
+
+    def __init__(self, client: ReplySink | None) -> None:
         self.client = client
-        self.parent = parent
-        self.index = index
         self.reply: bytes | None = None
 
     def fill(self, reply: bytes) -> None:
@@ -47,3 +49,15 @@ class Slot:
                 client.mark_dirty()
         elif self.parent is not None:
             self.parent.part_done(self, reply)
+
+
+class PartSlot(Slot):
+    """A reply that ``parent`` post-processes: one part of a split request, or a handshake."""
+
+    __slots__ = ("index", "parent")
+
+    def __init__(self, parent: PartSink, index: int = 0) -> None:
+        self.client = None
+        self.reply = None
+        self.parent = parent
+        self.index = index
