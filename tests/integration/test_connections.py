@@ -15,16 +15,17 @@ from tests.support.resp import encode, split_replies
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 CLIENTS = 1000
-POOL_SIZE = 2
+DEFAULT_POOL_SIZE = 1
 CHECKER = "cachefleet-checker"
 
 
-@pytest.fixture(scope="module")
-def pooled() -> Iterator[tuple[list[RedisServer], Sidecar]]:
+@pytest.fixture(params=[None, 2], ids=["default-pool", "pool-size-2"])
+def pooled(request: pytest.FixtureRequest) -> Iterator[tuple[list[RedisServer], Sidecar, int]]:
+    pool_size: int | None = request.param
     with start_redis_servers(4) as shards:
         addresses = [shard.address for shard in shards]
-        with start_sidecar(addresses, pool_size=POOL_SIZE) as sidecar:
-            yield shards, sidecar
+        with start_sidecar(addresses, pool_size=pool_size) as sidecar:
+            yield shards, sidecar, pool_size or DEFAULT_POOL_SIZE
 
 
 async def _read_replies(reader: asyncio.StreamReader, count: int) -> list[bytes]:
@@ -74,14 +75,16 @@ async def _thousand_clients(port: int, shards: list[RedisServer]) -> list[Counte
         await asyncio.gather(*(w.wait_closed() for _, w in connections), return_exceptions=True)
 
 
-def test_thousand_clients_use_at_most_the_pool(pooled: tuple[list[RedisServer], Sidecar]) -> None:
-    shards, sidecar = pooled
+def test_thousand_clients_use_at_most_the_pool(
+    pooled: tuple[list[RedisServer], Sidecar, int],
+) -> None:
+    shards, sidecar, pool_size = pooled
     counts = asyncio.run(_thousand_clients(sidecar.port, shards))
     for shard, count in zip(shards, counts, strict=True):
         assert sum(count.values()) >= 1, f"{shard.address}: no connection from the sidecar"
         for protocol, connections in count.items():
-            assert connections <= POOL_SIZE, (
-                f"{shard.address}: {connections} RESP{protocol} connections, pool size {POOL_SIZE}"
+            assert connections <= pool_size, (
+                f"{shard.address}: {connections} RESP{protocol} connections, pool size {pool_size}"
             )
     assert sidecar.alive()
     # Every key went through and sits on some shard.
