@@ -118,3 +118,21 @@ async def test_client_leaving_with_requests_in_flight_disturbs_nobody(sidecar: S
             assert values == [b"mine"] * 20
     finally:
         await proxy.aclose()
+
+
+async def test_clients_beyond_max_clients_are_told_and_closed(shards: list[Shard_]) -> None:
+    app = await start_sidecar(
+        lambda: make_config([shards[0].address], limits=LimitsConfig(max_clients=2))
+    )
+    try:
+        held = [await asyncio.open_connection("127.0.0.1", app.listen_port) for _ in range(2)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.listen_port)
+        reply = await asyncio.wait_for(reader.read(), 5)  # told, then closed: EOF
+        writer.close()
+        assert reply == b"-ERR max number of clients reached\r\n"
+        for reader, writer in held:
+            writer.write(b"PING\r\n")
+            assert await reader.readexactly(7) == b"+PONG\r\n"
+            writer.close()
+    finally:
+        await app.stop()

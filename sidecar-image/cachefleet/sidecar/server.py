@@ -59,6 +59,10 @@ class ClientConnection(asyncio.Protocol):
         if isinstance(peer, tuple):
             self.peer = f"{peer[0]}:{peer[1]}"
         self.app.client_opened(self)
+        if self.app.stats.client_connections > self.app.config.limits.max_clients:
+            self.app.stats.error("max_clients")
+            self.reply(resp.error("ERR max number of clients reached"))
+            self.closing = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Slots still in flight get their replies from the shard and are dropped: they
