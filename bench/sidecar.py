@@ -187,12 +187,14 @@ def fleet() -> Iterator[list[Target]]:
             ]
 
 
-def _stop_on_sigterm() -> None:
-    # SIGTERM unwinds like ^C, so every context manager above stops what it started.
+def _stop_on_signals() -> None:
+    # SIGTERM and SIGINT unwind like ^C, so every context manager above stops what it started
+    # (SIGINT too: a shell starting us in the background may have set it to be ignored).
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def main() -> int:
@@ -206,7 +208,7 @@ def main() -> int:
         args.rounds, args.seconds = 1, 1.0
     if args.rounds < 1 or args.seconds <= 0 or (args.requests is not None and args.requests < 1):
         parser.error("--rounds, --seconds and --requests must be positive")
-    _stop_on_sigterm()
+    _stop_on_signals()
     started = time.monotonic()
     runs: list[Run] = []
     with fleet() as targets:

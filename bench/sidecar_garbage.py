@@ -99,6 +99,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)  # even if our parent shell set it to be ignored
     with start_redis_servers(4) as shards:
         config = sidecar_config(
             [s.address for s in shards], limits=LimitsConfig(max_request_bytes=CAP)
