@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz.conftest import CAP
-from tests.support import RedisServer, Sidecar, rss_kib
+from tests.support import RedisServer, Sidecar, rss_kib, start_sidecar
 from tests.support.garbage import VALID, huge_lengths, mutate, soak
 from tests.support.resp import RawConnection, encode, split_replies
 
@@ -178,3 +178,19 @@ def test_a_few_seconds_of_garbage_keeps_memory_flat(sidecar: Sidecar) -> None:
     assert rss_after - rss_warm < 16 * 1024, f"RSS {rss_warm} -> {rss_after} KiB in 3 s of garbage"
     with RawConnection(sidecar.port) as fresh:
         assert fresh.call("PING") == b"+PONG\r\n"
+
+
+def test_default_cap_is_512_mib(shards: list[RedisServer]) -> None:
+    """Without a configured cap: 512 MiB + 1 is refused at once, a 4 MiB value goes through."""
+    with start_sidecar([s.address for s in shards]) as default:
+        with RawConnection(default.port) as connection:
+            over = 512 * 1024 * 1024 + 1
+            connection.send(b"*3\r\n$3\r\nSET\r\n$7\r\ncap:big\r\n$%d\r\n" % over)
+            received, closed = connection.read_until_closed(3.0)
+        replies, rest = split_replies(received)
+        assert not rest
+        assert any(r.startswith(b"-") for r in replies) or closed, "512 MiB + 1 was not refused"
+        with RawConnection(default.port, timeout=20.0) as connection:
+            value = b"z" * (4 * 1024 * 1024)
+            assert connection.call("SET", "cap:ok", value) == b"+OK\r\n"
+            assert connection.call("STRLEN", "cap:ok") == b":%d\r\n" % len(value)
