@@ -151,9 +151,17 @@ class BackendConnection(asyncio.Protocol):
             slot = waiters.popleft()
             client = slot.client
             if client is not None:
-                slot.reply = raw
-                if not client.dirty:
-                    flusher.add_client(client)  # type: ignore[arg-type]
+                pending = client.pending
+                if len(pending) == 1 and pending[0] is slot and not client.closing:
+                    # The client's only request: nothing to gather or order, answer now.
+                    pending.popleft()
+                    transport = client.transport
+                    if transport is not None:
+                        transport.write(raw)
+                else:
+                    slot.reply = raw
+                    if not client.dirty:
+                        flusher.add_client(client)  # type: ignore[arg-type]
             elif slot.parent is not None:
                 slot.parent.part_done(slot, raw)
         if pos < size:

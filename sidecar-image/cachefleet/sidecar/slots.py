@@ -8,6 +8,8 @@ step) and then simply dropped.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 from typing import Protocol
 
 
@@ -15,6 +17,9 @@ class ReplySink(Protocol):
     """A client connection, as seen by whoever fills its slots."""
 
     dirty: bool
+    closing: bool
+    pending: collections.deque[Slot]
+    transport: asyncio.Transport | None
 
     def mark_dirty(self) -> None: ...
 
