@@ -239,7 +239,7 @@ class BackendConnection(asyncio.Protocol):
         if self.state == CLOSED:
             return
         name = self.settings.name
-        if self.failures == 0 or self.state != DOWN:
+        if self.failures % 30 == 0:  # the first failure, then about once a minute while down
             log.warning("shard %s unavailable (RESP%d): %s", name, self.protocol, reason)
         self.state = DOWN
         self.down_reason = reason
