@@ -112,6 +112,21 @@ def _wait_for_ring(
     raise AssertionError(f"the sidecar did not apply the ring {new} within {RELOAD_TIMEOUT}s")
 
 
+def _assert_routed_by(
+    sidecar: Sidecar, servers: list[RedisServer], ring_shards: list[str], prefix: str
+) -> None:
+    """Keys written through the sidecar now sit on the owner the ring of ``ring_shards`` names."""
+    ring = classic_ring([Shard(a) for a in ring_shards])
+    by_address = {s.address: s for s in servers}
+    keys = [f"{prefix}:{i}".encode() for i in range(100)]
+    with sidecar.client(protocol=2) as client:
+        for key in keys:
+            client.set(key, "x")
+    for key in keys:
+        with by_address[ring.shard_for(key)].client() as owner:
+            assert owner.exists(key) == 1, f"{key!r} is not on {ring.shard_for(key)}"
+
+
 REJECTED = re.compile(r'^\S*config_reload\S*\{[^}]*"rejected"[^}]*\}\s+(\S+)', re.MULTILINE)
 
 
@@ -181,15 +196,7 @@ def test_reload_under_load_loses_nothing(five_servers: list[RedisServer]) -> Non
         assert 'version="3"' in sidecar.metrics(), "metrics should report config version 3"
 
         # The last ring routes everything now: fresh keys sit where it says.
-        ring = classic_ring([Shard(a) for a in rings[-1]])
-        by_address = {s.address: s for s in five_servers}
-        with sidecar.client(protocol=2) as client:
-            for i in range(100):
-                client.set(f"after:{i}", "x")
-        for i in range(100):
-            key = f"after:{i}".encode()
-            with by_address[ring.shard_for(key)].client() as owner:
-                assert owner.exists(key) == 1, f"{key!r} is not on {ring.shard_for(key)}"
+        _assert_routed_by(sidecar, five_servers, rings[-1], "after")
 
 
 def test_invalid_config_is_rejected_and_old_one_keeps_serving(
@@ -207,12 +214,4 @@ def test_invalid_config_is_rejected_and_old_one_keeps_serving(
                 assert sidecar.alive(), f"the sidecar died on config {bad!r}"
                 assert client.get("before") == b"1"
                 assert sidecar.ready()
-        old_ring = classic_ring([Shard(a) for a in four])
-        by_address = {s.address: s for s in five_servers}
-        with sidecar.client(protocol=2) as client:
-            for i in range(50):
-                client.set(f"still-old:{i}", "x")
-        for i in range(50):
-            key = f"still-old:{i}".encode()
-            with by_address[old_ring.shard_for(key)].client() as owner:
-                assert owner.exists(key) == 1
+        _assert_routed_by(sidecar, five_servers, four, "still-old")
