@@ -71,11 +71,13 @@ def test_random_bytes(sidecar: Sidecar, payload: bytes) -> None:
 @given(
     frames=st.lists(st.sampled_from(VALID), min_size=1, max_size=6),
     seed=st.integers(0, 2**32),
+    resp3=st.booleans(),
 )
-def test_mutated_frames(sidecar: Sidecar, frames: list[bytes], seed: int) -> None:
+def test_mutated_frames(sidecar: Sidecar, frames: list[bytes], seed: int, resp3: bool) -> None:
     rng = random.Random(seed)
     payload = b"".join(mutate(frame, rng) if rng.random() < 0.5 else frame for frame in frames)
-    _abuse(sidecar, payload)
+    # On a RESP3 connection the sidecar's own replies (errors included) take RESP3 shapes.
+    _abuse(sidecar, (encode("HELLO", "3") if resp3 else b"") + payload)
 
 
 @FUZZ
