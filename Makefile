@@ -43,8 +43,11 @@ pytest: $(STAMP) system-packages
 
 test: lint typecheck pytest
 
+# Each benchmark prints one JSON line and a one-line summary; see README "Figures".
 bench: $(STAMP) system-packages
 	$(BIN)/python bench/ring.py
+	$(BIN)/python bench/sidecar.py
+	$(BIN)/python bench/operator.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
