@@ -21,6 +21,7 @@ from cachefleet.sidecar.pool import ShardPool, ShardSettings
 from cachefleet.sidecar.reload import ConfigWatcher
 from cachefleet.sidecar.router import Routing
 from cachefleet.sidecar.server import ClientConnection
+from cachefleet.sidecar.speedups import make_ring
 from cachefleet.sidecar.stats import Stats
 
 log = logging.getLogger("cachefleet.sidecar")
@@ -97,10 +98,12 @@ class Sidecar:
         self.pools = pools
         self.client_password = client_password.encode() if client_password is not None else None
         self.max_request_bytes = config.limits.max_request_bytes
+        native_ring = make_ring(ring.tokens, ring.owners) if make_ring is not None else None
         self.routing = Routing(
             config.config_version,
-            ring.lookup_function(),
+            native_ring.lookup if native_ring is not None else ring.lookup_function(),
             tuple(pools[name] for name in ring.shard_names),
+            native_ring,
         )
         previous = self.config.config_version
         self.config = config

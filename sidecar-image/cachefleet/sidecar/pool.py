@@ -20,17 +20,15 @@ from typing import cast
 
 from cachefleet.sidecar import resp
 from cachefleet.sidecar.flusher import Flusher
-from cachefleet.sidecar.resp import Bytes, reply_end
+from cachefleet.sidecar.resp import Bytes, split_replies
 from cachefleet.sidecar.slots import PartSlot, Slot
+from cachefleet.sidecar.speedups import split_replies as native_split
 from cachefleet.sidecar.stats import ShardStats
 
 log = logging.getLogger("cachefleet.sidecar.pool")
 
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
-
-# Reply types that end at their first CRLF.
-_LINE_TYPES = frozenset(b"+-:_,#(")
 
 IDLE, CONNECTING, READY, DOWN, CLOSED = range(5)
 
@@ -118,33 +116,11 @@ class BackendConnection(asyncio.Protocol):
             self.rest = b""
         else:
             buf = data
-        size = len(buf)
-        pos = 0
+        found = native_split(buf) if native_split is not None else None
+        replies, pos = found if found is not None else split_replies(buf)
         waiters = self.waiters
         flusher = self.flusher
-        find = buf.find
-        count = 0
-        while pos < size:
-            kind = buf[pos]
-            if kind == 36:  # '$'
-                eol = find(b"\r\n", pos)
-                if eol < 0:
-                    break
-                n = int(buf[pos + 1 : eol])
-                end = eol + 2 if n < 0 else eol + n + 4
-                if end > size:
-                    break
-            elif kind in _LINE_TYPES:
-                end = find(b"\r\n", pos) + 2
-                if end < 2:
-                    break
-            else:
-                end = reply_end(buf, pos)
-                if end < 0:
-                    break
-            raw = buf if end == size and pos == 0 else buf[pos:end]
-            pos = end
-            count += 1
+        for raw in replies:
             if not waiters:
                 self.fail("a reply arrived that nobody asked for")
                 return
@@ -164,6 +140,8 @@ class BackendConnection(asyncio.Protocol):
                         flusher.add_client(client)  # type: ignore[arg-type]
             elif slot.parent is not None:
                 slot.parent.part_done(slot, raw)
+        count = len(replies)
+        size = len(buf)
         if pos < size:
             self.rest = buf[pos:]
         if count:

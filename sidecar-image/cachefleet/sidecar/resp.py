@@ -22,6 +22,7 @@ _BULK_TYPES = frozenset(b"$=!")  # length-prefixed payload
 _AGGREGATE_TYPES = frozenset(b"*~>")  # n elements follow
 _PAIR_TYPES = frozenset(b"%")  # n key/value pairs follow
 _ATTRIBUTE = ord("|")  # n pairs, then the reply they describe
+_LINE_TYPES = frozenset(b"+-:_,#(")  # end at their first CRLF
 
 MAX_MULTIBULK_LENGTH = 1024 * 1024  # Redis refuses more arguments than this
 
@@ -151,6 +152,39 @@ def reply_end(buf: bytes, pos: int) -> int:
         else:
             pos = eol + 2
     return pos
+
+
+def split_replies(buf: bytes) -> tuple[list[bytes], int]:
+    """The complete replies at the start of ``buf`` and where the rest starts.
+
+    The reference for ``_speedups.split_replies``; the common reply types are cut inline, the
+    rest by ``reply_end``. A length field that is not a number raises ValueError.
+    """
+    size = len(buf)
+    pos = 0
+    find = buf.find
+    replies: list[bytes] = []
+    while pos < size:
+        kind = buf[pos]
+        if kind == 36:  # '$'
+            eol = find(CRLF, pos)
+            if eol < 0:
+                break
+            n = int(buf[pos + 1 : eol])
+            end = eol + 2 if n < 0 else eol + n + 4
+            if end > size:
+                break
+        elif kind in _LINE_TYPES:
+            end = find(CRLF, pos) + 2
+            if end < 2:
+                break
+        else:
+            end = reply_end(buf, pos)
+            if end < 0:
+                break
+        replies.append(buf if end == size and pos == 0 else buf[pos:end])
+        pos = end
+    return replies, pos
 
 
 def array_elements(reply: bytes) -> list[bytes] | None:

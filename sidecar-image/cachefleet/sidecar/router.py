@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cachefleet.sidecar import resp
 from cachefleet.sidecar.commands import CommandSpec, Split
@@ -17,12 +18,16 @@ from cachefleet.sidecar.pool import ShardPool
 from cachefleet.sidecar.resp import Bytes
 from cachefleet.sidecar.slots import PartSlot, ReplySink, Slot
 
+if TYPE_CHECKING:
+    from cachefleet.sidecar._speedups import Ring as NativeRing
+
 
 @dataclass(frozen=True, eq=False)
 class Routing:
     version: str
     lookup: Callable[[bytes], int]
     pools: tuple[ShardPool, ...]  # in ring shard-index order
+    native_ring: NativeRing | None = None  # the same look-up in C, for the request scanner
 
     def route(self, key: bytes) -> ShardPool:
         return self.pools[self.lookup(key)]

@@ -1,9 +1,12 @@
 """Client connections: parse requests, route them, send replies back in request order.
 
-The hot path (one plain single-key command) is written inline in ``data_received``: hiredis
-parses the arguments, the request's byte span is computed from them (``resp.request_end``), and
-those original bytes go to the shard. Everything else (local commands, multi-key commands,
-errors, inline commands) takes ``_dispatch``, off the hot path.
+The hot path (one plain single-key command) is written inline: with the C extension,
+``_speedups.scan_requests`` cuts each well-formed request's bytes, its command name, key and
+shard in one call (``_process_scanned``); without it, or from a request the scanner does not
+claim, hiredis parses the arguments and the byte span is computed from them
+(``resp.request_end``, in ``_process``). Either way the original bytes go to the shard.
+Everything else (local commands, multi-key commands, errors, inline commands) takes
+``_dispatch``, off the hot path.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from cachefleet.sidecar.pool import READY
 from cachefleet.sidecar.resp import Bytes, ProtocolError, request_end
 from cachefleet.sidecar.router import send_same_shard, split
 from cachefleet.sidecar.slots import Slot
+from cachefleet.sidecar.speedups import scan_requests as _scan
 
 if TYPE_CHECKING:
     from cachefleet.sidecar.app import Sidecar
@@ -31,6 +35,13 @@ log = logging.getLogger("cachefleet.sidecar.server")
 MAX_INLINE_BYTES = 64 * 1024  # like Redis's PROTO_INLINE_MAX_SIZE
 _ids = itertools.count(1)
 _SINGLE = Kind.SINGLE
+
+
+def _arguments(raw: bytes) -> list[bytes]:
+    """The arguments of one complete request the C scanner cut (off the hot path)."""
+    reader = hiredis.Reader()
+    reader.feed(raw)
+    return cast(list[bytes], reader.gets())
 
 
 class ClientConnection(asyncio.Protocol):
@@ -49,6 +60,9 @@ class ClientConnection(asyncio.Protocol):
         self.reader = hiredis.Reader()
         self.partial = bytearray()  # bytes of a request not complete yet
         self.resync = False  # the reader was reset; next bytes start at a request boundary
+        # True while hiredis parses this connection's requests: always without the C scanner,
+        # else from a request the scanner does not claim until the buffer is consumed.
+        self.hiredis_mode = _scan is None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -92,16 +106,17 @@ class ClientConnection(asyncio.Protocol):
             buf = partial
         else:
             buf = data
-        if self.resync:
-            self.resync = False
-            pos = self._inline(buf, 0)
-            if pos < 0:
-                return
-        else:
-            self.reader.feed(data)
-            pos = 0
         try:
-            pos = self._process(buf, pos)
+            if self.resync:
+                self.resync = False
+                pos = self._inline(buf, 0)
+                if pos >= 0:
+                    pos = self._process(buf, pos)
+            elif self.hiredis_mode:
+                self.reader.feed(data)
+                pos = self._process(buf, 0)
+            else:
+                pos = self._process_scanned(buf)
         except Exception:  # a bug must cost this connection only, never the process
             log.exception("client %s: unexpected error; closing its connection", self.peer)
             self._protocol_error("internal error in the sidecar")
@@ -110,6 +125,8 @@ class ClientConnection(asyncio.Protocol):
             return
         size = len(buf)
         if pos >= size:
+            # Everything consumed: hiredis holds nothing, the C scanner can take over again.
+            self.hiredis_mode = _scan is None
             if partial:
                 self.partial = bytearray()
         else:
@@ -118,6 +135,71 @@ class ClientConnection(asyncio.Protocol):
             else:
                 self.partial = bytearray(memoryview(buf)[pos:])
             self._check_partial()
+
+    def _process_scanned(self, buf: bytes | bytearray) -> int:
+        """``_process`` with the C scanner: the same steps, without building argument lists.
+
+        The scanner claims only well-formed requests, with their shard from the ring; at
+        anything else hiredis takes over from that request's first byte, so odd input behaves
+        exactly as without the scanner."""
+        assert _scan is not None
+        protocol = self.protocol
+        cid = self.id
+        pending = self.pending
+        commands = COMMANDS
+        max_bytes = self.app.max_request_bytes
+        flusher = self.flusher
+        pos = 0
+        while True:
+            routing = self.app.routing
+            pools = routing.pools
+            assert routing.native_ring is not None
+            requests, end, other = _scan(buf, pos, routing.native_ring)
+            for index, (raw, name, key, argc, shard) in enumerate(requests):
+                if len(raw) > max_bytes:
+                    return self._protocol_error(
+                        "Protocol error: request is larger than the sidecar's limit"
+                    )
+                spec = commands.get(name)
+                if spec is not None and spec.kind is _SINGLE and self.authed:
+                    arity = spec.arity
+                    if (
+                        key is not None
+                        and spec.key_index == 1
+                        and (argc == arity if arity > 0 else argc >= -arity)
+                    ):
+                        # The same steps as in _process, inlined in both: a shared method
+                        # would cost a Python call per request.
+                        pool = pools[shard]
+                        conns = pool.conns[protocol]
+                        slot = Slot(self)
+                        pending.append(slot)
+                        counts = pool.requests
+                        counts[spec] = counts.get(spec, 0) + 1
+                        conn = conns[cid % len(conns)]
+                        if conn.state == READY:  # BackendConnection.send, inlined
+                            conn.out.append(raw)
+                            conn.waiters.append(slot)
+                            if not conn.dirty:
+                                flusher.add_backend(conn)
+                        else:
+                            conn.send(raw, slot)
+                        continue
+                self._dispatch(spec, _arguments(raw), raw)
+                if self.closing:
+                    return -1
+                protocol = self.protocol
+                if self.app.routing is not routing:
+                    # The rest was routed on the old ring: scan it again on the new one.
+                    pos += sum(len(r[0]) for r in requests[: index + 1])
+                    break
+            else:
+                if not other:
+                    return end
+                self.hiredis_mode = True
+                self.reader = hiredis.Reader()
+                self.reader.feed(bytes(buf[end:]))
+                return self._process(buf, end)
 
     def _process(self, buf: bytes | bytearray, pos: int) -> int:
         """Handle every complete request from ``pos``; returns where the rest starts, or -1

@@ -1,0 +1,554 @@
+/* The sidecar's two per-request inner loops in C; the pure-Python code stays the reference.
+ *
+ * scan_requests: cuts well-formed multibulk requests (every element a bulk string, canonical
+ * lengths, CRLF where CRLF belongs) out of a client buffer. It only claims what it is sure of:
+ * at anything else it stops and says so, and the hiredis path takes over from that request's
+ * first byte, so errors and odd-but-accepted input behave exactly as without this module.
+ *
+ * split_replies: cuts complete replies out of a shard's read buffer, the same walk as
+ * resp.split_replies. It returns None for length fields that are not plain decimal (which a
+ * Redis server never sends), and the caller then runs the Python reference on the buffer.
+ *
+ * Both read the buffer only within its size and allocate nothing proportional to a declared
+ * length, so garbage cannot make them read out of bounds or allocate without bound.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_ARGC (1024 * 1024)        /* like Redis and resp.MAX_MULTIBULK_LENGTH */
+#define MAX_DIGITS 15                 /* lengths up to 10^15: far above any buffer */
+
+/* Status of scan_requests' stop position. */
+#define STOP_END 0      /* at the end, or inside a request that is well-formed so far */
+#define STOP_OTHER 1    /* at a request this scanner does not claim: hand over to hiredis */
+
+/* A canonical decimal at p[i..] ending in CRLF: "0" or [1-9][0-9]*.
+ * Returns 1 and sets *value, *next (after the CRLF); 0 if more bytes are needed and the prefix
+ * is canonical so far; -1 if not canonical. */
+static int
+canonical_number(const char *p, Py_ssize_t i, Py_ssize_t size, long long *value,
+                 Py_ssize_t *next)
+{
+    long long v = 0;
+    Py_ssize_t start = i;
+    while (i < size) {
+        char c = p[i];
+        if (c >= '0' && c <= '9') {
+            if (i - start >= MAX_DIGITS)
+                return -1;
+            if (i > start && p[start] == '0')
+                return -1; /* leading zero */
+            v = v * 10 + (c - '0');
+            i++;
+            continue;
+        }
+        if (c != '\r' || i == start)
+            return -1;
+        if (i + 1 >= size)
+            return 0;
+        if (p[i + 1] != '\n')
+            return -1;
+        *value = v;
+        *next = i + 2;
+        return 1;
+    }
+    return 0;
+}
+
+static int
+get_buffer(PyObject *obj, const char **data, Py_ssize_t *size)
+{
+    if (PyBytes_CheckExact(obj)) {
+        *data = PyBytes_AS_STRING(obj);
+        *size = PyBytes_GET_SIZE(obj);
+        return 0;
+    }
+    if (PyByteArray_CheckExact(obj)) {
+        *data = PyByteArray_AS_STRING(obj);
+        *size = PyByteArray_GET_SIZE(obj);
+        return 0;
+    }
+    PyErr_SetString(PyExc_TypeError, "expected bytes or bytearray");
+    return -1;
+}
+
+static PyObject *
+slice(PyObject *obj, const char *data, Py_ssize_t size, Py_ssize_t start, Py_ssize_t end)
+{
+    if (start == 0 && end == size && PyBytes_CheckExact(obj)) {
+        Py_INCREF(obj);
+        return obj;
+    }
+    return PyBytes_FromStringAndSize(data + start, end - start);
+}
+
+/* -- the ring: key -> shard index, as Ring.lookup_function() computes it ------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t count;   /* tokens */
+    uint32_t *tokens;   /* sorted positions on the circle */
+    long *owners;       /* owner of each position, count + 1 (past the last wraps around) */
+} RingObject;
+
+static uint32_t
+rotl32(uint32_t x, int r)
+{
+    return (x << r) | (x >> (32 - r));
+}
+
+/* MurmurHash3 x86_32, seed 0: what mmh3.hash(key, 0, False) returns. */
+static uint32_t
+murmur3_32(const unsigned char *data, Py_ssize_t len)
+{
+    const uint32_t c1 = 0xcc9e2d51, c2 = 0x1b873593;
+    uint32_t h = 0, k;
+    Py_ssize_t blocks = len / 4, i;
+    for (i = 0; i < blocks; i++) {
+        const unsigned char *b = data + 4 * i;
+        k = (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
+        k *= c1;
+        k = rotl32(k, 15);
+        k *= c2;
+        h ^= k;
+        h = rotl32(h, 13);
+        h = h * 5 + 0xe6546b64;
+    }
+    const unsigned char *tail = data + 4 * blocks;
+    k = 0;
+    switch (len & 3) {
+    case 3:
+        k ^= (uint32_t)tail[2] << 16;
+        /* fall through */
+    case 2:
+        k ^= (uint32_t)tail[1] << 8;
+        /* fall through */
+    case 1:
+        k ^= tail[0];
+        k *= c1;
+        k = rotl32(k, 15);
+        k *= c2;
+        h ^= k;
+    }
+    h ^= (uint32_t)len;
+    h ^= h >> 16;
+    h *= 0x85ebca6b;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35;
+    h ^= h >> 16;
+    return h;
+}
+
+/* The owner of a key: the Redis Cluster hash tag rule, then the first token >= its hash. */
+static long
+ring_owner(RingObject *ring, const char *key, Py_ssize_t len)
+{
+    const char *open = memchr(key, '{', (size_t)len);
+    if (open != NULL) {
+        Py_ssize_t start = open - key + 1;
+        const char *close = memchr(key + start, '}', (size_t)(len - start));
+        if (close != NULL && close - key > start) {
+            len = close - key - start;
+            key += start;
+        }
+    }
+    uint32_t h = murmur3_32((const unsigned char *)key, len);
+    Py_ssize_t lo = 0, hi = ring->count;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (ring->tokens[mid] < h)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return ring->owners[lo];
+}
+
+static int
+Ring_init(RingObject *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *tokens, *owners;
+    static char *kwlist[] = {"tokens", "owners", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Ring", kwlist, &tokens, &owners))
+        return -1;
+    PyObject *t = PySequence_Fast(tokens, "tokens must be a sequence");
+    if (t == NULL)
+        return -1;
+    PyObject *o = PySequence_Fast(owners, "owners must be a sequence");
+    if (o == NULL) {
+        Py_DECREF(t);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(t), i;
+    if (n < 1 || PySequence_Fast_GET_SIZE(o) != n) {
+        PyErr_SetString(PyExc_ValueError, "need as many owners as tokens, at least one");
+        goto fail;
+    }
+    PyMem_Free(self->tokens);
+    PyMem_Free(self->owners);
+    self->count = 0;
+    self->tokens = PyMem_New(uint32_t, n);
+    self->owners = PyMem_New(long, n + 1);
+    if (self->tokens == NULL || self->owners == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (i = 0; i < n; i++) {
+        unsigned long long token = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(t, i));
+        long owner = PyLong_AsLong(PySequence_Fast_GET_ITEM(o, i));
+        if (PyErr_Occurred())
+            goto fail;
+        if (token > 0xffffffffULL || (i > 0 && token < self->tokens[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "tokens must be sorted positions below 2**32");
+            goto fail;
+        }
+        self->tokens[i] = (uint32_t)token;
+        self->owners[i] = owner;
+    }
+    self->owners[n] = self->owners[0];
+    self->count = n;
+    Py_DECREF(t);
+    Py_DECREF(o);
+    return 0;
+fail:
+    Py_DECREF(t);
+    Py_DECREF(o);
+    return -1;
+}
+
+static void
+Ring_dealloc(RingObject *self)
+{
+    PyMem_Free(self->tokens);
+    PyMem_Free(self->owners);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Ring_lookup(RingObject *self, PyObject *key)
+{
+    if (!PyBytes_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "key must be bytes");
+        return NULL;
+    }
+    if (self->count == 0) {
+        PyErr_SetString(PyExc_ValueError, "Ring not initialised");
+        return NULL;
+    }
+    return PyLong_FromLong(ring_owner(self, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)));
+}
+
+static PyMethodDef Ring_methods[] = {
+    {"lookup", (PyCFunction)Ring_lookup, METH_O, "lookup(key) -> index of the owning shard"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cachefleet.sidecar._speedups.Ring",
+    .tp_basicsize = sizeof(RingObject),
+    .tp_dealloc = (destructor)Ring_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Ring(tokens, owners): key -> shard index like Ring.lookup_function()",
+    .tp_methods = Ring_methods,
+    .tp_init = (initproc)Ring_init,
+    .tp_new = PyType_GenericNew,
+};
+
+PyDoc_STRVAR(scan_requests_doc,
+"scan_requests(buf, pos, ring) -> (requests, pos, other)\n\n"
+"Complete well-formed multibulk requests from pos: a list of (raw, name, key, argc, shard),\n"
+"key None and shard -1 when argc < 2, shard the ring's owner of key otherwise; pos where\n"
+"scanning stopped; other True when it stopped at a request it does not claim (hand it to\n"
+"hiredis), False at the end or inside an incomplete request.");
+
+static PyObject *
+scan_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    const char *p;
+    Py_ssize_t size, pos;
+    int other = 0;
+    if (nargs != 3 || !PyObject_TypeCheck(args[2], &RingType)) {
+        PyErr_SetString(PyExc_TypeError, "scan_requests(buf, pos, ring)");
+        return NULL;
+    }
+    RingObject *ring = (RingObject *)args[2];
+    if (ring->count == 0) {
+        PyErr_SetString(PyExc_ValueError, "Ring not initialised");
+        return NULL;
+    }
+    if (get_buffer(args[0], &p, &size) < 0)
+        return NULL;
+    pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    if (pos < 0 || pos > size) {
+        PyErr_SetString(PyExc_ValueError, "pos out of range");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    while (pos < size) {
+        Py_ssize_t i = pos, next;
+        long long argc, n;
+        Py_ssize_t name_at = 0, name_len = 0, key_at = 0, key_len = -1;
+        int r;
+        if (p[i] != '*') {
+            other = 1;
+            break;
+        }
+        r = canonical_number(p, i + 1, size, &argc, &next);
+        if (r == 0)
+            break;
+        if (r < 0 || argc < 1 || argc > MAX_ARGC) {
+            other = 1;
+            break;
+        }
+        i = next;
+        long long k;
+        for (k = 0; k < argc; k++) {
+            if (i >= size) {
+                r = 0;
+                break;
+            }
+            if (p[i] != '$') {
+                r = -1;
+                break;
+            }
+            r = canonical_number(p, i + 1, size, &n, &next);
+            if (r <= 0)
+                break;
+            /* payload and its CRLF; compare against what is left, never add to i first */
+            if (n + 2 > (long long)(size - next)) {
+                r = 0;
+                break;
+            }
+            if (p[next + n] != '\r' || p[next + n + 1] != '\n') {
+                r = -1;
+                break;
+            }
+            if (k == 0) {
+                name_at = next;
+                name_len = (Py_ssize_t)n;
+            }
+            else if (k == 1) {
+                key_at = next;
+                key_len = (Py_ssize_t)n;
+            }
+            i = next + (Py_ssize_t)n + 2;
+        }
+        if (r == 0)
+            break;
+        if (r < 0) {
+            other = 1;
+            break;
+        }
+        PyObject *raw = slice(args[0], p, size, pos, i);
+        PyObject *name = raw ? PyBytes_FromStringAndSize(p + name_at, name_len) : NULL;
+        PyObject *key;
+        if (key_len < 0) {
+            key = Py_None;
+            Py_INCREF(key);
+        }
+        else {
+            key = name ? PyBytes_FromStringAndSize(p + key_at, key_len) : NULL;
+        }
+        PyObject *count = key ? PyLong_FromLongLong(argc) : NULL;
+        PyObject *shard = NULL;
+        if (count != NULL)
+            shard = PyLong_FromLong(key_len < 0 ? -1 : ring_owner(ring, p + key_at, key_len));
+        PyObject *item = shard ? PyTuple_New(5) : NULL;
+        if (item == NULL) {
+            Py_XDECREF(raw);
+            Py_XDECREF(name);
+            Py_XDECREF(key);
+            Py_XDECREF(count);
+            Py_XDECREF(shard);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(item, 0, raw);
+        PyTuple_SET_ITEM(item, 1, name);
+        PyTuple_SET_ITEM(item, 2, key);
+        PyTuple_SET_ITEM(item, 3, count);
+        PyTuple_SET_ITEM(item, 4, shard);
+        if (PyList_Append(out, item) < 0) {
+            Py_DECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+        pos = i;
+    }
+    return Py_BuildValue("(NnO)", out, pos, other ? Py_True : Py_False);
+}
+
+/* A plain decimal length "-?[0-9]{1,15}" between p[i] and the CRLF at eol.
+ * Returns 0 and sets *value, or -1 when it is anything else (the caller falls back). */
+static int
+plain_number(const char *p, Py_ssize_t i, Py_ssize_t eol, long long *value)
+{
+    int negative = 0;
+    long long v = 0;
+    if (i < eol && p[i] == '-') {
+        negative = 1;
+        i++;
+    }
+    if (i >= eol || eol - i > MAX_DIGITS)
+        return -1;
+    for (; i < eol; i++) {
+        char c = p[i];
+        if (c < '0' || c > '9')
+            return -1;
+        v = v * 10 + (c - '0');
+    }
+    *value = negative ? -v : v;
+    return 0;
+}
+
+static Py_ssize_t
+find_crlf(const char *p, Py_ssize_t from, Py_ssize_t size)
+{
+    while (from + 1 < size) {
+        const char *cr = memchr(p + from, '\r', (size_t)(size - 1 - from));
+        if (cr == NULL)
+            return -1;
+        Py_ssize_t at = cr - p;
+        if (p[at + 1] == '\n')
+            return at;
+        from = at + 1;
+    }
+    return -1;
+}
+
+#define INCOMPLETE (-1)
+#define FALLBACK (-2)
+
+/* End of the complete reply at pos (resp.reply_end's walk), INCOMPLETE or FALLBACK. */
+static Py_ssize_t
+reply_end(const char *p, Py_ssize_t pos, Py_ssize_t size)
+{
+    long long remaining = 1;
+    while (remaining) {
+        if (pos >= size)
+            return INCOMPLETE;
+        char kind = p[pos];
+        Py_ssize_t eol = find_crlf(p, pos, size);
+        long long n;
+        if (eol < 0)
+            return INCOMPLETE;
+        remaining--;
+        switch (kind) {
+        case '$': case '=': case '!':
+            if (plain_number(p, pos + 1, eol, &n) < 0)
+                return FALLBACK;
+            if (n < 0) {
+                pos = eol + 2;
+            }
+            else {
+                if (n + 2 > (long long)(size - eol - 2))
+                    return INCOMPLETE;
+                pos = eol + (Py_ssize_t)n + 4;
+            }
+            break;
+        case '*': case '~': case '>':
+            if (plain_number(p, pos + 1, eol, &n) < 0)
+                return FALLBACK;
+            if (n > 0)
+                remaining += n;
+            pos = eol + 2;
+            break;
+        case '%':
+            if (plain_number(p, pos + 1, eol, &n) < 0)
+                return FALLBACK;
+            remaining += 2 * n;
+            pos = eol + 2;
+            break;
+        case '|':
+            if (plain_number(p, pos + 1, eol, &n) < 0)
+                return FALLBACK;
+            remaining += 2 * n + 1;
+            pos = eol + 2;
+            break;
+        default:
+            pos = eol + 2;
+        }
+        /* Python's arbitrary ints never wrap; these bounds keep ours from wrapping too. A
+         * count this far from zero cannot be settled by any buffer: it stays incomplete. */
+        if (remaining > (1LL << 52) || remaining < -(1LL << 52))
+            return FALLBACK;
+    }
+    return pos;
+}
+
+PyDoc_STRVAR(split_replies_doc,
+"split_replies(buf) -> (replies, pos) or None\n\n"
+"The complete replies at the start of buf, each as bytes, and where the rest starts; None\n"
+"when a length field is not plain decimal (run resp.split_replies instead).");
+
+static PyObject *
+split_replies(PyObject *module, PyObject *buf)
+{
+    const char *p;
+    Py_ssize_t size, pos = 0;
+    if (!PyBytes_CheckExact(buf)) {
+        PyErr_SetString(PyExc_TypeError, "expected bytes");
+        return NULL;
+    }
+    p = PyBytes_AS_STRING(buf);
+    size = PyBytes_GET_SIZE(buf);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    while (pos < size) {
+        Py_ssize_t end = reply_end(p, pos, size);
+        if (end == INCOMPLETE)
+            break;
+        if (end == FALLBACK) {
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
+        PyObject *raw = slice(buf, p, size, pos, end);
+        if (raw == NULL || PyList_Append(out, raw) < 0) {
+            Py_XDECREF(raw);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(raw);
+        pos = end;
+    }
+    return Py_BuildValue("(Nn)", out, pos);
+}
+
+static PyMethodDef methods[] = {
+    {"scan_requests", (PyCFunction)(void (*)(void))scan_requests, METH_FASTCALL,
+     scan_requests_doc},
+    {"split_replies", (PyCFunction)split_replies, METH_O, split_replies_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "cachefleet.sidecar._speedups",
+    "C versions of the sidecar's per-request loops (see resp.py for the reference).", -1,
+    methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (PyType_Ready(&RingType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&RingType);
+    if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0) {
+        Py_DECREF(&RingType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,35 @@
+"""The C versions of the per-request loops (``_speedups.c``), or None when they were not built.
+
+They are optional: an install without a compiler runs the pure-Python reference code, which
+gives the same results (``tests/sidecar/test_speedups.py`` compares them). Setting
+``CACHEFLEET_PURE_PYTHON=1`` forces the reference code, so it stays tested end to end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cachefleet.sidecar._speedups import Ring as NativeRing
+
+# (raw request, command name, first key or None, argument count, its shard or -1)
+Request = tuple[bytes, bytes, bytes | None, int, int]
+ScanRequests = Callable[["bytes | bytearray", int, "NativeRing"], tuple[list[Request], int, bool]]
+SplitReplies = Callable[[bytes], tuple[list[bytes], int] | None]
+MakeRing = Callable[[Sequence[int], Sequence[int]], "NativeRing"]
+
+scan_requests: ScanRequests | None = None
+split_replies: SplitReplies | None = None
+make_ring: MakeRing | None = None  # (ring.tokens, ring.owners) -> key look-up in C
+
+if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from cachefleet.sidecar import _speedups
+    except ImportError:
+        pass
+    else:
+        scan_requests = _speedups.scan_requests
+        split_replies = _speedups.split_replies
+        make_ring = _speedups.Ring
