@@ -101,10 +101,19 @@ def test_no_change_returns_the_same_ring() -> None:
     assert plan_change(ring, shards(4)) is ring
 
 
-def test_scaling_all_weights_changes_nothing() -> None:
+def test_scaling_all_weights_moves_nothing_but_records_the_new_weights() -> None:
     ring = planned_ring(shards(4))
     doubled = [Shard(s.name, 2.0) for s in ring.shards]
-    assert movement(ring, plan_change(ring, doubled)).moved_units == 0
+    after = plan_change(ring, doubled)
+    assert movement(ring, after).moved_units == 0
+    assert after.shards == tuple(doubled)
+
+
+def test_reweighting_a_lone_shard_records_its_weight() -> None:
+    ring = planned_ring(shards(1))
+    after = plan_change(ring, [Shard("shard-0", 2.0)])
+    assert after.shards == (Shard("shard-0", 2.0),)
+    assert after.tokens == ring.tokens
 
 
 def test_planned_change_from_a_classic_ring_balances_it() -> None:

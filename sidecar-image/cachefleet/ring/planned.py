@@ -53,8 +53,12 @@ def plan_change(
     concerned = {
         name for name in before.keys() | after.keys() if before.get(name) != after.get(name)
     }
-    if not concerned and current.shard_names == tuple(s.name for s in new_shards):
-        return current
+    if not concerned:
+        # No share changes hands, but the weights (all scaled alike) or the order may have:
+        # the same tokens, under the new shard list.
+        if current.shards == new_shards:
+            return current
+        return Ring.from_assignment(new_shards, current.assignment())
     return _rebalance(current, new_shards, concerned, tokens_per_weight)
 
 
