@@ -8,7 +8,8 @@ DEBIAN_PACKAGES := redis-server redis-tools nutcracker
 
 .PHONY: demo test lint typecheck pytest bench system-packages clean
 
-$(STAMP): pyproject.toml
+# The sidecar's C extension is built by the install, so a change to it reinstalls too.
+$(STAMP): pyproject.toml $(wildcard sidecar-image/cachefleet/sidecar/*.c)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[operator,dev]'
