@@ -21,9 +21,9 @@ import hiredis
 
 from cachefleet.sidecar import handshake, resp
 from cachefleet.sidecar.commands import COMMANDS, CommandSpec, Kind, lookup
-from cachefleet.sidecar.pool import READY
+from cachefleet.sidecar.pool import READY, BackendConnection
 from cachefleet.sidecar.resp import Bytes, ProtocolError, request_end
-from cachefleet.sidecar.router import send_same_shard, split
+from cachefleet.sidecar.router import Routing, send_same_shard, split
 from cachefleet.sidecar.slots import Slot
 from cachefleet.sidecar.speedups import scan_requests as _scan
 
@@ -35,6 +35,11 @@ log = logging.getLogger("cachefleet.sidecar.server")
 MAX_INLINE_BYTES = 64 * 1024  # like Redis's PROTO_INLINE_MAX_SIZE
 _ids = itertools.count(1)
 _SINGLE = Kind.SINGLE
+# The commands the scanned hot path forwards: one key, right after the command name.
+_FAST = {
+    name: spec for name, spec in COMMANDS.items() if spec.kind is _SINGLE and spec.key_index == 1
+}
+Counts = dict[CommandSpec, int]
 
 
 def _arguments(raw: bytes) -> list[bytes]:
@@ -63,6 +68,11 @@ class ClientConnection(asyncio.Protocol):
         # True while hiredis parses this connection's requests: always without the C scanner,
         # else from a request the scanner does not claim until the buffer is consumed.
         self.hiredis_mode = _scan is None
+        # Per shard index, the connection this client uses and the counters it bumps; rebuilt
+        # when the routing or the protocol changes.
+        self.targets: list[tuple[BackendConnection, Counts]] = []
+        self.targets_for: Routing | None = None
+        self.targets_protocol = 0
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -143,40 +153,34 @@ class ClientConnection(asyncio.Protocol):
         anything else hiredis takes over from that request's first byte, so odd input behaves
         exactly as without the scanner."""
         assert _scan is not None
-        protocol = self.protocol
-        cid = self.id
         pending = self.pending
-        commands = COMMANDS
+        fast = _FAST
         max_bytes = self.app.max_request_bytes
         flusher = self.flusher
         pos = 0
         while True:
             routing = self.app.routing
-            pools = routing.pools
             assert routing.native_ring is not None
+            targets = self.targets
+            if self.targets_for is not routing or self.targets_protocol != self.protocol:
+                targets = self._build_targets(routing)
+            authed = self.authed
             requests, end, other = _scan(buf, pos, routing.native_ring)
             for index, (raw, name, key, argc, shard) in enumerate(requests):
                 if len(raw) > max_bytes:
                     return self._protocol_error(
                         "Protocol error: request is larger than the sidecar's limit"
                     )
-                spec = commands.get(name)
-                if spec is not None and spec.kind is _SINGLE and self.authed:
+                spec = fast.get(name)
+                if spec is not None and key is not None and authed:
                     arity = spec.arity
-                    if (
-                        key is not None
-                        and spec.key_index == 1
-                        and (argc == arity if arity > 0 else argc >= -arity)
-                    ):
+                    if argc == arity if arity > 0 else argc >= -arity:
                         # The same steps as in _process, inlined in both: a shared method
                         # would cost a Python call per request.
-                        pool = pools[shard]
-                        conns = pool.conns[protocol]
+                        conn, counts = targets[shard]
                         slot = Slot(self)
                         pending.append(slot)
-                        counts = pool.requests
                         counts[spec] = counts.get(spec, 0) + 1
-                        conn = conns[cid % len(conns)]
                         if conn.state == READY:  # BackendConnection.send, inlined
                             conn.out.append(raw)
                             conn.waiters.append(slot)
@@ -185,12 +189,15 @@ class ClientConnection(asyncio.Protocol):
                         else:
                             conn.send(raw, slot)
                         continue
-                self._dispatch(spec, _arguments(raw), raw)
+                self._dispatch(COMMANDS.get(name), _arguments(raw), raw)
                 if self.closing:
                     return -1
-                protocol = self.protocol
-                if self.app.routing is not routing:
-                    # The rest was routed on the old ring: scan it again on the new one.
+                if (
+                    self.app.routing is not routing
+                    or self.protocol != self.targets_protocol
+                    or self.authed != authed
+                ):
+                    # Routed or checked on the old state: scan the rest again on the new one.
                     pos += sum(len(r[0]) for r in requests[: index + 1])
                     break
             else:
@@ -200,6 +207,18 @@ class ClientConnection(asyncio.Protocol):
                 self.reader = hiredis.Reader()
                 self.reader.feed(bytes(buf[end:]))
                 return self._process(buf, end)
+
+    def _build_targets(self, routing: Routing) -> list[tuple[BackendConnection, Counts]]:
+        """This client's connection and request counters per shard index, for one ring."""
+        protocol = self.protocol
+        targets = []
+        for pool in routing.pools:
+            conns = pool.conns[protocol]
+            targets.append((conns[self.id % len(conns)], pool.requests))
+        self.targets = targets
+        self.targets_for = routing
+        self.targets_protocol = protocol
+        return targets
 
     def _process(self, buf: bytes | bytearray, pos: int) -> int:
         """Handle every complete request from ``pos``; returns where the rest starts, or -1
