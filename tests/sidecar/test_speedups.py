@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import hiredis
 import pytest
-from cachefleet.ring import Shard, classic_ring
+from cachefleet.ring import Shard, classic_ring, key_hash
 from cachefleet.sidecar import pool, resp, server
 from cachefleet.sidecar.resp import ProtocolError
 from hypothesis import given, settings
@@ -348,3 +348,24 @@ def test_splitting_anywhere_changes_nothing(data: bytes) -> None:
         assert [r[0] for r in head + tail] == [
             resp.encode_request([b"SET", data[:i], data]) for i in range(3)
         ]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        b"",
+        b"hello",
+        b"user:1000",
+        b"\x00\xff\x10binary",
+        "café".encode(),
+        b"foo{}{bar}",
+        b"{}x",
+        b"{user1000}.following",
+        b"foo{{bar}}zap",
+    ],
+)
+def test_the_c_hash_is_the_pinned_wire_contract(key: bytes) -> None:
+    # A two-token ring where only the exact pinned hash lands on shard 1.
+    h = key_hash(key)
+    ring = native.Ring([0, 2**32 - 1], [1, 0]) if h == 0 else native.Ring([h - 1, h], [0, 1])
+    assert ring.lookup(key) == 1
