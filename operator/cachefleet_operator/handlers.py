@@ -47,7 +47,8 @@ _PASSWORD_BYTES = 24
 class OperatorRuntime:
     kube: Kube
     signal: WarmupSignal
-    # Look again this often even when nothing changed, to repair drift in the children.
+    # Look again this often even when nothing changed: re-create deleted children and refresh
+    # readiness (edits that keep a child's applied-hash are not reverted; see the docs).
     resync_seconds: float = 60.0
     # After a failed reconcile (API down, a bug), try again this much later.
     error_backoff_seconds: float = 10.0
