@@ -10,6 +10,7 @@ real sidecar twice, with and without the C loops, and must get the same reply by
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import subprocess
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import pytest
 from cachefleet.ring import Shard, classic_ring, key_hash
 from cachefleet.sidecar import pool, resp, server
 from cachefleet.sidecar.resp import ProtocolError
+from cachefleet.sidecar.slots import PartSlot, Slot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -259,6 +261,177 @@ def test_garbage_for_a_while_never_crashes() -> None:
         check_split(buf)
 
 
+# -- enqueue_requests and deliver_replies: the per-request steps in C ----------------------------
+
+
+class FakeConn:
+    def __init__(self, state: int = pool.READY) -> None:
+        self.state = state
+        self.out: list[bytes] = []
+        self.waiters: collections.deque[Slot] = collections.deque()
+        self.dirty = False
+        self.sent: list[tuple[bytes, Slot]] = []
+
+    def send(self, raw: bytes, slot: Slot) -> None:
+        self.sent.append((raw, slot))
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.pending: collections.deque[Slot] = collections.deque()
+        self.closing = False
+        self.dirty = False
+        self.written: list[bytes] = []
+        self.transport = self
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def mark_dirty(self) -> None:
+        self.dirty = True
+
+
+def enqueue(
+    buf: bytes | bytearray, pos: int, targets: list[tuple[FakeConn, dict[object, int]]]
+) -> tuple[tuple[int, bool], FakeClient, list[FakeConn]]:
+    client = FakeClient()
+    added: list[FakeConn] = []
+
+    def add_backend(conn: FakeConn) -> None:
+        conn.dirty = True
+        added.append(conn)
+
+    done = native.enqueue_requests(
+        buf,
+        pos,
+        NATIVE_RING,
+        server._FAST_ARITY,
+        targets,
+        client,
+        client.pending.append,
+        Slot,
+        add_backend,
+        pool.READY,
+        1000,
+    )
+    return done, client, added
+
+
+def test_enqueue_takes_fast_requests_like_the_python_loop() -> None:
+    targets = [(FakeConn(), {}) for _ in range(4)]
+    targets[3] = (FakeConn(state=pool.CONNECTING), {})
+    keys = [b"k%d" % i for i in range(40)]
+    reqs = [resp.encode_request([b"GET", k]) for k in keys]
+    (pos, done), client, added = enqueue(b"".join(reqs) + reqs[0][:7], 0, targets)
+    assert (pos, done) == (sum(map(len, reqs)), True)
+    assert len(client.pending) == len(reqs)
+    assert all(type(s) is Slot and s.client is client and s.reply is None for s in client.pending)
+    get = server._FAST[b"GET"]
+    for i, (conn, counts) in enumerate(targets):
+        mine = [j for j, k in enumerate(keys) if RING_LOOKUP(k) == i]
+        sent = conn.out if i != 3 else [raw for raw, _ in conn.sent]
+        slots = list(conn.waiters) if i != 3 else [slot for _, slot in conn.sent]
+        assert sent == [reqs[j] for j in mine]
+        assert slots == [client.pending[j] for j in mine]
+        assert counts == ({get: len(mine)} if mine else {})
+    # Each ready connection registered once (then dirty), the connecting one never.
+    assert sorted(map(id, added)) == sorted(id(t[0]) for t in targets[:3] if t[0].out)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        [b"PING"],  # not a fast command
+        [b"GET"],  # no key
+        [b"GET", b"a", b"b"],  # wrong arity
+        [b"MGET", b"a", b"b"],  # multi-key
+        [b"SET", b"k", b"x" * 2000],  # over max_bytes
+    ],
+)
+def test_enqueue_stops_at_what_python_must_handle(odd: list[bytes]) -> None:
+    targets = [(FakeConn(), {}) for _ in range(4)]
+    get = resp.encode_request([b"GET", b"a"])
+    for buf in (get + resp.encode_request(odd) + get, bytearray(get + resp.encode_request(odd))):
+        (pos, done), client, _ = enqueue(buf, 0, targets)
+        assert (pos, done) == (len(get), False)
+        assert len(client.pending) == 1
+    (pos, done), _, _ = enqueue(get + b"PING\r\n", 0, targets)
+    assert (pos, done) == (len(get), False)
+    (pos, done), _, _ = enqueue(get + b"*2\r\n$3\r\nGE", 0, targets)
+    assert (pos, done) == (len(get), True)
+
+
+def _delivery(
+    buf: bytes, slots: int, only: bool
+) -> tuple[tuple[int, int, bool] | None, list[FakeClient], list[Slot], list[FakeClient]]:
+    clients = [FakeClient() for _ in range(slots)]
+    made = [Slot(c) for c in clients]
+    for client, slot in zip(clients, made, strict=True):
+        client.pending.append(slot)
+        if not only:
+            client.pending.append(Slot(client))
+    added: list[FakeClient] = []
+
+    def add_client(client: FakeClient) -> None:
+        client.dirty = True
+        added.append(client)
+
+    return native.deliver_replies(buf, collections.deque(made), add_client), clients, made, added
+
+
+@settings(max_examples=100, deadline=None)
+@given(replies, st.booleans())
+def test_deliver_gives_each_reply_to_its_slot(buf: bytes, only: bool) -> None:
+    expected, end = resp.split_replies(buf + b"*3\r\n:1")
+    done, clients, made, added = _delivery(buf + b"*3\r\n:1", len(expected), only)
+    assert done == (len(expected), end, False)
+    for client, slot, raw in zip(clients, made, expected, strict=True):
+        if only:  # the client's only request: written at once, its slot gone
+            assert client.written == [raw] and not client.pending
+        else:  # behind another one: stored, the client registered once
+            assert slot.reply == raw and not client.written and client.dirty
+    assert len(added) == (0 if only else len(expected))
+
+
+def test_deliver_orphans_fallbacks_and_part_slots() -> None:
+    done, _, _, _ = _delivery(b":1\r\n:2\r\n:3\r\n", 2, True)
+    assert done == (2, 8, True)
+    assert native.deliver_replies(b":1\r\n$+3\r\nabc\r\n", collections.deque(), print) is None
+    got: list[tuple[Slot, bytes]] = []
+
+    class Parent:
+        def part_done(self, slot: Slot, reply: bytes) -> None:
+            got.append((slot, reply))
+
+    part = PartSlot(Parent(), 1)
+    gone = Slot(None)  # a plain slot without a client: consumed, dropped
+    assert native.deliver_replies(b"+a\r\n+b\r\n", collections.deque([part, gone]), print) == (
+        2,
+        8,
+        False,
+    )
+    assert got == [(part, b"+a\r\n")]
+    closing = FakeClient()
+    closing.closing = True
+    slot = Slot(closing)
+    closing.pending.append(slot)
+    assert native.deliver_replies(b"+c\r\n", collections.deque([slot]), print)
+    assert slot.reply == b"+c\r\n" and not closing.written
+
+
+def test_the_new_loops_on_garbage_never_crash() -> None:
+    rng = random.Random(5)
+    frame = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nvv\r\n"
+    for _ in range(5_000):
+        if rng.random() < 0.5:
+            buf = rng.randbytes(rng.randint(0, 64))
+        else:
+            buf = _mutate(frame * rng.randint(1, 3), rng.getrandbits(32))
+        enqueue(buf, 0, [(FakeConn(), {}) for _ in range(4)])
+        enqueue(bytearray(buf), rng.randint(0, len(buf)), [(FakeConn(), {}) for _ in range(4)])
+        _delivery(buf, rng.randint(0, 4), rng.random() < 0.5)
+
+
 # -- the same streams through a sidecar, with and without the C loops ------------------------------
 
 STREAMS = [
@@ -308,7 +481,9 @@ def flush_all(shards: list[Shard_]) -> None:
 def pure_python(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], None]]:
     def switch() -> None:
         monkeypatch.setattr(server, "_scan", None)
+        monkeypatch.setattr(server, "_enqueue", None)
         monkeypatch.setattr(pool, "native_split", None)
+        monkeypatch.setattr(pool, "native_deliver", None)
 
     yield switch
 

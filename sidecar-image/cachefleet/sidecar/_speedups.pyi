@@ -1,4 +1,5 @@
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 class Ring:
     def __init__(self, tokens: Sequence[int], owners: Sequence[int]) -> None: ...
@@ -8,3 +9,20 @@ def scan_requests(
     buf: bytes | bytearray, pos: int, ring: Ring, /
 ) -> tuple[list[tuple[bytes, bytes, bytes | None, int, int]], int, bool]: ...
 def split_replies(buf: bytes, /) -> tuple[list[bytes], int] | None: ...
+def enqueue_requests(
+    buf: bytes | bytearray,
+    pos: int,
+    ring: Ring,
+    fast: dict[bytes, tuple[Any, int]],
+    targets: list[Any],
+    client: Any,
+    pending_append: Callable[[Any], None],
+    slot_type: type,
+    add_backend: Callable[[Any], None],
+    ready: int,
+    max_bytes: int,
+    /,
+) -> tuple[int, bool]: ...
+def deliver_replies(
+    buf: bytes, waiters: Any, add_client: Callable[[Any], None], /
+) -> tuple[int, int, bool] | None: ...

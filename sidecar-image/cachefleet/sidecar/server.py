@@ -5,6 +5,8 @@ The hot path (one plain single-key command) is written inline: with the C extens
 shard in one call (``_process_scanned``); without it, or from a request the scanner does not
 claim, hiredis parses the arguments and the byte span is computed from them
 (``resp.request_end``, in ``_process``). Either way the original bytes go to the shard.
+With the C extension, ``_speedups.enqueue_requests`` first takes every fast request it can,
+doing the loop's steps in C, and returns to that loop only at a request it does not take.
 Everything else (local commands, multi-key commands, errors, inline commands) takes
 ``_dispatch``, off the hot path.
 """
@@ -25,6 +27,7 @@ from cachefleet.sidecar.pool import READY, BackendConnection
 from cachefleet.sidecar.resp import Bytes, ProtocolError, request_end
 from cachefleet.sidecar.router import Routing, send_same_shard, split
 from cachefleet.sidecar.slots import Slot
+from cachefleet.sidecar.speedups import enqueue_requests as _enqueue
 from cachefleet.sidecar.speedups import scan_requests as _scan
 
 if TYPE_CHECKING:
@@ -39,6 +42,8 @@ _SINGLE = Kind.SINGLE
 _FAST = {
     name: spec for name, spec in COMMANDS.items() if spec.kind is _SINGLE and spec.key_index == 1
 }
+# The same, as _speedups.enqueue_requests takes them: name -> (spec, arity).
+_FAST_ARITY = {name: (spec, spec.arity) for name, spec in _FAST.items()}
 Counts = dict[CommandSpec, int]
 
 
@@ -165,6 +170,24 @@ class ClientConnection(asyncio.Protocol):
             if self.targets_for is not routing or self.targets_protocol != self.protocol:
                 targets = self._build_targets(routing)
             authed = self.authed
+            if authed and _enqueue is not None:
+                # The loop below for every request it takes, in one C call; it stops at the
+                # first one that needs anything else, which the loop below handles.
+                pos, done = _enqueue(
+                    buf,
+                    pos,
+                    routing.native_ring,
+                    _FAST_ARITY,
+                    targets,
+                    self,
+                    pending.append,
+                    Slot,
+                    flusher.add_backend,
+                    READY,
+                    max_bytes,
+                )
+                if done:
+                    return pos
             requests, end, other = _scan(buf, pos, routing.native_ring)
             for index, (raw, name, key, argc, shard) in enumerate(requests):
                 if len(raw) > max_bytes:
