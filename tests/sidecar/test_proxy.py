@@ -308,3 +308,32 @@ async def test_reload_under_load_fails_nothing(sidecar: Sidecar, shards: list[Sh
         await proxy.aclose()
     assert failures == []
     assert done > 50
+
+
+async def test_protocol_switches_between_separate_reads_reach_later_requests(
+    sidecar: Sidecar,
+) -> None:
+    """Requests in separate reads take the C fast path; HELLO between them must still apply."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.listen_port)
+    get = b"*2\r\n$3\r\nGET\r\n$5\r\nnokey\r\n"
+    expected = [
+        (get, b"$-1\r\n"),
+        (get, b"$-1\r\n"),
+        (b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n", None),
+        (get, b"_\r\n"),
+        (get, b"_\r\n"),
+        (b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n", None),
+        (get, b"$-1\r\n"),
+    ]
+    try:
+        for request, reply in expected:
+            writer.write(request)
+            await writer.drain()
+            if reply is None:  # HELLO's map: read until the next request's reply is all left
+                data = await asyncio.wait_for(reader.readuntil(b"modules\r\n"), 5)
+                data += await asyncio.wait_for(reader.readexactly(4), 5)  # "*0\r\n" after it
+                assert data.endswith(b"*0\r\n")
+            else:
+                assert await asyncio.wait_for(reader.readexactly(len(reply)), 5) == reply
+    finally:
+        writer.close()
