@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from cachefleet.config import LimitsConfig
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from cachefleet.config import LimitsConfig  # noqa: E402
-
-from tests.support import (  # noqa: E402
+from tests.support import (
     RedisServer,
     Sidecar,
     sidecar_config,
     start_redis_servers,
     start_sidecar,
 )
-from tests.support.resp import RawConnection  # noqa: E402
+from tests.support.resp import RawConnection
 
 CAP = 1 << 20
 

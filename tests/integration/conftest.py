@@ -9,21 +9,14 @@ would be, to check the harness itself (placement and admin tests then fail, as t
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
+from cachefleet.ring import Ring, Shard, classic_ring
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from cachefleet.ring import Ring, Shard, classic_ring  # noqa: E402
-
-from tests.support import RedisServer, start_redis_servers, start_sidecar  # noqa: E402
+from tests.support import RedisServer, start_redis_servers, start_sidecar
 
 SHARD_COUNT = 4
 
