@@ -8,6 +8,10 @@ Kinds:
 - LOCAL: answered by the sidecar itself (connection set-up, PING, INFO, ...).
 - REFUSED: cannot work through a sharding proxy; the error says why.
 
+Every command also has an access class (``Access``): what it does to its keys. Route units need
+it: the gutter caps the TTL of anything that writes, a warm-up mirrors an overwrite but removes
+the key on a read-modify-write, a failed shard's in-flight reads may be retried elsewhere.
+
 Arity follows Redis: positive means exactly that many arguments including the name, negative
 means at least that many.
 """
@@ -27,6 +31,16 @@ class Kind(IntEnum):
     SAME_SHARD = 2
     LOCAL = 3
     REFUSED = 4
+
+
+class Access(IntEnum):
+    """What a command does to the keys it names."""
+
+    READ = 0  # reads only: safe to retry or to answer from elsewhere
+    OVERWRITE = 1  # replaces the whole value, whatever was there (SET, MSET, GETSET)
+    READ_MODIFY_WRITE = 2  # the result depends on the old value or changes part of it
+    DELETE = 3  # removes keys (DEL, UNLINK, GETDEL)
+    OTHER = 4  # not about keys (local commands), or unknown to the sidecar (scripts)
 
 
 class Split(IntEnum):
@@ -49,14 +63,52 @@ class CommandSpec:
     split: Split | None = None
     step: int = 1  # arguments per key in a SPLIT command (2 for MSET's key/value)
     reason: str = ""
+    access: Access = field(init=False)
     metric_name: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.metric_name = self.name
+        self.access = access_of(self.name, self.kind)
+
+    @property
+    def writes(self) -> bool:
+        """Changes what a key holds (or may: scripts are assumed to)."""
+        return self.access != Access.READ and self.kind not in (Kind.LOCAL, Kind.REFUSED)
 
     def arity_ok(self, argc: int) -> bool:
         arity = self.arity
         return argc == arity if arity > 0 else argc >= -arity
+
+
+# Read-only commands. Everything else that names keys writes; the two lists below say how.
+_READS = frozenset(
+    """get strlen getrange substr ttl pttl type expiretime pexpiretime dump object hget hstrlen
+    hexists hmget hscan hlen hkeys hvals hgetall hrandfield lpos llen lrange lindex smismember
+    sscan smembers scard sismember srandmember zrange zrangebyscore zrevrange zrevrangebyscore
+    zrangebylex zrevrangebylex zrank zrevrank zmscore zscan zscore zcount zlexcount zcard
+    zrandmember getbit bitcount bitfield_ro bitpos geohash geopos georadiusbymember_ro geodist
+    georadius_ro geosearch xlen xrange xrevrange xpending xinfo lcs sinter sunion sdiff
+    sintercard zunion zinter zdiff zintercard pfcount eval_ro evalsha_ro fcall_ro mget exists
+    touch""".split()  # noqa: SIM905
+)
+
+# SET with NX or XX is conditional: the route units that care (a warm-up's mirror) look at the
+# arguments. MSETNX and RESTORE (which fails when the key exists) are conditional too.
+_OVERWRITES = frozenset(["set", "setex", "psetex", "getset", "mset"])
+_DELETES = frozenset(["del", "unlink", "getdel"])
+_UNKNOWN_WRITES = frozenset(["eval", "evalsha", "fcall"])  # may do anything to their keys
+
+
+def access_of(name: str, kind: Kind) -> Access:
+    if kind in (Kind.LOCAL, Kind.REFUSED) or name in _UNKNOWN_WRITES:
+        return Access.OTHER
+    if name in _READS:
+        return Access.READ
+    if name in _OVERWRITES:
+        return Access.OVERWRITE
+    if name in _DELETES:
+        return Access.DELETE
+    return Access.READ_MODIFY_WRITE
 
 
 def key_range(first: int, last: int = -1, step: int = 1) -> KeysOf:
@@ -232,6 +284,19 @@ def _build(specs: list[CommandSpec]) -> dict[bytes, CommandSpec]:
 
 
 COMMANDS: dict[bytes, CommandSpec] = _build(_TABLE)
+
+
+def keys_of(spec: CommandSpec, args: Sequence[bytes]) -> list[bytes]:
+    """The keys a (well-formed) request names; empty for commands without keys."""
+    if spec.kind == Kind.SINGLE:
+        return [args[spec.key_index]] if len(args) > spec.key_index else []
+    if spec.kind == Kind.SPLIT:
+        return list(args[1 :: spec.step])
+    if spec.kind == Kind.SAME_SHARD and spec.keys_of is not None:
+        return spec.keys_of(args) or []
+    return []
+
+
 SUPPORTED = sorted(s.name for s in _TABLE if s.kind != Kind.REFUSED)
 REFUSED = sorted((s.name, s.reason) for s in _TABLE if s.kind == Kind.REFUSED)
 
