@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from cachefleet.sidecar.control import CLIENT_NAME
 
 from tests.support import RedisServer, Sidecar, start_redis_servers, start_sidecar
 from tests.support.resp import encode, split_replies
@@ -55,10 +56,15 @@ async def _open_and_use(
 
 
 def _sidecar_connections(shard: RedisServer) -> Counter[str]:
-    """Connections on a shard other than our own checker, counted by their RESP version."""
+    """The sidecar's pooled connections on a shard, counted by their RESP version: not our own
+    checker, not the sidecar's health probe connection (named, and counted as "control")."""
     with shard.client(client_name=CHECKER) as client:
         entries = client.client_list()
-    return Counter(e.get("resp", "2") for e in entries if e.get("name") != CHECKER)
+    return Counter(
+        "control" if e.get("name") == CLIENT_NAME else e.get("resp", "2")
+        for e in entries
+        if e.get("name") != CHECKER
+    )
 
 
 async def _thousand_clients(port: int, shards: list[RedisServer]) -> list[Counter[str]]:
@@ -81,6 +87,7 @@ def test_thousand_clients_use_at_most_the_pool(
     shards, sidecar, pool_size = pooled
     counts = asyncio.run(_thousand_clients(sidecar.port, shards))
     for shard, count in zip(shards, counts, strict=True):
+        assert count.pop("control", 0) == 1, f"{shard.address}: one health probe connection"
         assert sum(count.values()) >= 1, f"{shard.address}: no connection from the sidecar"
         for protocol, connections in count.items():
             assert connections <= pool_size, (

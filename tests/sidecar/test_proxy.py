@@ -218,8 +218,11 @@ async def test_thousand_clients_share_the_pool(sidecar: Sidecar, shards: list[Sh
             direct = shard_client(shard)
             try:
                 listing = await direct.execute_command("CLIENT", "LIST")
-                # the sidecar's pooled connection(s) plus this CLIENT LIST connection
-                assert listing.count(b"cmd=") - 1 <= sidecar.config.pool.connections_per_shard
+                # the sidecar's pooled connection(s), its health probe's connection (named)
+                # and this CLIENT LIST connection
+                assert listing.count(b"name=cachefleet-control ") == 1
+                pooled = listing.count(b"cmd=") - 2
+                assert pooled <= sidecar.config.pool.connections_per_shard
             finally:
                 await direct.aclose()
     finally:

@@ -1,10 +1,11 @@
 """The C loops (``_speedups``) against the pure-Python reference, on valid and malformed input.
 
-The request scanner is checked against what the hiredis path computes (hiredis + request_end):
-every request it claims must be exactly what that path would cut, and it must never claim
-anything else. The reply splitter must equal ``resp.split_replies`` wherever it answers (it
-returns None to hand odd length fields to the reference). Then whole byte streams go through a
-real sidecar twice, with and without the C loops, and must get the same reply bytes.
+The request scanner in ``route_requests`` is checked against what the hiredis path computes
+(hiredis + request_end): every request it claims must be exactly what that path would cut, and
+it must never claim anything else. Its route decision must equal ``RouteTable.decide`` in
+Python. The reply walk in ``deliver_replies`` must equal ``resp.split_replies`` wherever it
+answers (it returns None to hand odd length fields to the reference). Then whole byte streams
+go through a real sidecar twice, with and without the C loops, and must get the same replies.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from cachefleet.ring import Shard, classic_ring, key_hash
 from cachefleet.sidecar import pool, resp, server
 from cachefleet.sidecar.resp import ProtocolError
+from cachefleet.sidecar.route_table import FAST_COMMANDS
 from cachefleet.sidecar.slots import PartSlot, Slot
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,10 +33,44 @@ native = pytest.importorskip("cachefleet.sidecar._speedups", reason="C extension
 RING = classic_ring([Shard(f"shard-{i}") for i in range(4)])
 RING_LOOKUP = RING.lookup_function()
 NATIVE_RING = native.Ring(RING.tokens, RING.owners)
+PLAIN = native.RouteTable(NATIVE_RING, FAST_COMMANDS, bytes(4))
+STOP_END, STOP_DISPATCH, STOP_UNCLAIMED, STOP_ROUTE = range(4)
 
 
-def scan(buf: bytes | bytearray, pos: int) -> tuple[list[tuple[object, ...]], int, bool]:
-    return native.scan_requests(buf, pos, NATIVE_RING)
+def scan(buf: bytes | bytearray, pos: int) -> tuple[list[bytes], int, bool]:
+    """The scanner alone (no targets: every request stops for the dispatcher): the requests
+    it claims from ``pos``, where it stopped, and whether it stopped at bytes it does not claim."""
+    found: list[bytes] = []
+    while True:
+        pos, stop, end, owner, reason = native.route_requests(
+            buf, pos, PLAIN, None, None, None, Slot, None, pool.READY, 1 << 40
+        )
+        assert (owner, reason) == (-1, 0)
+        if stop != STOP_DISPATCH:
+            assert end == pos
+            return found, pos, stop == STOP_UNCLAIMED
+        raw = buf[pos:end]
+        found.append(bytes(raw))
+        pos = end
+
+
+def c_split(buf: bytes) -> tuple[list[bytes], int] | None:
+    """The reply walk of deliver_replies, each reply given to a part slot that keeps it."""
+    got: list[bytes] = []
+
+    class Keep:
+        def part_done(self, slot: Slot, reply: bytes) -> None:
+            got.append(reply)
+
+    keep = Keep()
+    done = native.deliver_replies(
+        buf, collections.deque(PartSlot(keep) for _ in range(len(buf))), print
+    )
+    if done is None:
+        return None
+    count, pos, orphan = done
+    assert not orphan and count == len(got)
+    return got, pos
 
 
 # -- strategies --------------------------------------------------------------------------------
@@ -113,16 +149,11 @@ def check_scan(buf: bytes | bytearray) -> None:
     data = bytes(buf)
     found, pos, other = scan(buf, 0)
     at = 0
-    for raw, name, key, argc, shard in found:
+    for raw in found:
         reference = hiredis_request(data, at)
         assert reference is not None, "claimed a request hiredis sees as incomplete"
-        args, end = reference
+        _, end = reference
         assert raw == data[at:end]
-        assert type(raw) is bytes
-        assert name == args[0]
-        assert argc == len(args)
-        assert key == (args[1] if len(args) > 1 else None)
-        assert shard == (RING_LOOKUP(args[1]) if len(args) > 1 else -1)
         at = end
     assert pos == at
     if pos < len(data) and not other:
@@ -135,7 +166,7 @@ def check_scan(buf: bytes | bytearray) -> None:
 def test_scanner_claims_every_well_formed_request(buf: bytes) -> None:
     found, pos, other = scan(buf, 0)
     assert (pos, other) == (len(buf), False)
-    assert b"".join(raw for raw, *_ in found) == buf
+    assert b"".join(found) == buf
     check_scan(buf)
     check_scan(bytearray(buf))
 
@@ -160,7 +191,7 @@ def test_scanner_on_garbage(buf: bytes) -> None:
 def test_scanner_starts_at_pos_and_leaves_odd_requests_to_hiredis() -> None:
     get = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
     found, pos, other = scan(b"xx" + get, 2)
-    assert [f[1:4] for f in found] == [(b"GET", b"k", 2)] and (pos, other) == (len(get) + 2, False)
+    assert found == [get] and (pos, other) == (len(get) + 2, False)
     for odd in (
         b"*02\r\n",  # leading zero
         b"*0\r\n",
@@ -182,7 +213,7 @@ def test_scanner_starts_at_pos_and_leaves_odd_requests_to_hiredis() -> None:
 @given(st.one_of(st.binary(max_size=40), st.from_regex(rb"\A[a-z{}]{0,12}\Z")))
 def test_ring_lookup_equals_the_rings_own(key: bytes) -> None:
     assert NATIVE_RING.lookup(key) == RING_LOOKUP(key)
-    assert scan(resp.encode_request([b"GET", key]), 0)[0][0][4] == RING_LOOKUP(key)
+    assert PLAIN.decide(key) == (RING_LOOKUP(key), 0)
 
 
 def test_ring_lookup_on_rings_of_any_shape() -> None:
@@ -199,7 +230,9 @@ def test_ring_lookup_on_rings_of_any_shape() -> None:
     with pytest.raises(ValueError):
         native.Ring([], [])
     with pytest.raises(TypeError):
-        native.scan_requests(b"", 0, None)
+        native.route_requests(b"", 0, None, None, None, None, Slot, None, 0, 0)
+    with pytest.raises(ValueError):
+        native.RouteTable(NATIVE_RING, FAST_COMMANDS, bytes(3))  # an owner without a stop
 
 
 # -- the reply splitter --------------------------------------------------------------------------
@@ -210,7 +243,7 @@ def check_split(buf: bytes) -> None:
         reference: tuple[list[bytes], int] | Exception = resp.split_replies(buf)
     except ValueError as error:
         reference = error
-    found = native.split_replies(buf)
+    found = c_split(buf)
     if found is None:
         return  # the caller runs the reference
     assert not isinstance(reference, Exception), f"reference raised {reference!r}, C answered"
@@ -219,7 +252,7 @@ def check_split(buf: bytes) -> None:
 
 @given(replies)
 def test_splitter_equals_the_reference(buf: bytes) -> None:
-    found = native.split_replies(buf)
+    found = c_split(buf)
     assert found is not None and found == resp.split_replies(buf)
     assert b"".join(found[0]) == buf and found[1] == len(buf)
 
@@ -236,12 +269,12 @@ def test_splitter_on_garbage(buf: bytes) -> None:
 
 
 def test_splitter_hands_odd_lengths_to_the_reference() -> None:
-    assert native.split_replies(b"$ 3\r\nabc\r\n") is None  # int() takes it; C does not
-    assert native.split_replies(b"*1_0\r\n") is None
-    assert native.split_replies(b"*99999999999999999999\r\n:1\r\n") is None
-    assert native.split_replies(b"$-99\r\n:1\r\n") == ([b"$-99\r\n", b":1\r\n"], 10)
-    assert native.split_replies(b"*2\r\n:1\r\n") == ([], 0)
-    assert native.split_replies(b"+OK\r") == ([], 0)
+    assert c_split(b"$ 3\r\nabc\r\n") is None  # int() takes it; C does not
+    assert c_split(b"*1_0\r\n") is None
+    assert c_split(b"*99999999999999999999\r\n:1\r\n") is None
+    assert c_split(b"$-99\r\n:1\r\n") == ([b"$-99\r\n", b":1\r\n"], 10)
+    assert c_split(b"*2\r\n:1\r\n") == ([], 0)
+    assert c_split(b"+OK\r") == ([], 0)
 
 
 def test_garbage_for_a_while_never_crashes() -> None:
@@ -261,7 +294,7 @@ def test_garbage_for_a_while_never_crashes() -> None:
         check_split(buf)
 
 
-# -- enqueue_requests and deliver_replies: the per-request steps in C ----------------------------
+# -- route_requests and deliver_replies: the per-request steps in C ------------------------------
 
 
 class FakeConn:
@@ -292,8 +325,11 @@ class FakeClient:
 
 
 def enqueue(
-    buf: bytes | bytearray, pos: int, targets: list[tuple[FakeConn, dict[object, int]]]
-) -> tuple[tuple[int, bool], FakeClient, list[FakeConn]]:
+    buf: bytes | bytearray,
+    pos: int,
+    targets: list[tuple[FakeConn, dict[object, int]]],
+    table: object = PLAIN,
+) -> tuple[tuple[int, int, int, int, int], FakeClient, list[FakeConn]]:
     client = FakeClient()
     added: list[FakeConn] = []
 
@@ -301,32 +337,23 @@ def enqueue(
         conn.dirty = True
         added.append(conn)
 
-    done = native.enqueue_requests(
-        buf,
-        pos,
-        NATIVE_RING,
-        server._FAST_ARITY,
-        targets,
-        client,
-        client.pending.append,
-        Slot,
-        add_backend,
-        pool.READY,
+    done = native.route_requests(
+        buf, pos, table, targets, client, client.pending.append, Slot, add_backend, pool.READY,
         1000,
-    )
+    )  # fmt: skip
     return done, client, added
 
 
-def test_enqueue_takes_fast_requests_like_the_python_loop() -> None:
+def test_route_requests_queues_fast_requests_like_the_python_loop() -> None:
     targets = [(FakeConn(), {}) for _ in range(4)]
     targets[3] = (FakeConn(state=pool.CONNECTING), {})
     keys = [b"k%d" % i for i in range(40)]
     reqs = [resp.encode_request([b"GET", k]) for k in keys]
-    (pos, done), client, added = enqueue(b"".join(reqs) + reqs[0][:7], 0, targets)
-    assert (pos, done) == (sum(map(len, reqs)), True)
+    (pos, stop, _, _, _), client, added = enqueue(b"".join(reqs) + reqs[0][:7], 0, targets)
+    assert (pos, stop) == (sum(map(len, reqs)), STOP_END)
     assert len(client.pending) == len(reqs)
     assert all(type(s) is Slot and s.client is client and s.reply is None for s in client.pending)
-    get = server._FAST[b"GET"]
+    get = FAST_COMMANDS[b"GET"][0]
     for i, (conn, counts) in enumerate(targets):
         mine = [j for j, k in enumerate(keys) if RING_LOOKUP(k) == i]
         sent = conn.out if i != 3 else [raw for raw, _ in conn.sent]
@@ -348,17 +375,50 @@ def test_enqueue_takes_fast_requests_like_the_python_loop() -> None:
         [b"SET", b"k", b"x" * 2000],  # over max_bytes
     ],
 )
-def test_enqueue_stops_at_what_python_must_handle(odd: list[bytes]) -> None:
+def test_route_requests_stops_at_what_python_must_handle(odd: list[bytes]) -> None:
     targets = [(FakeConn(), {}) for _ in range(4)]
     get = resp.encode_request([b"GET", b"a"])
-    for buf in (get + resp.encode_request(odd) + get, bytearray(get + resp.encode_request(odd))):
-        (pos, done), client, _ = enqueue(buf, 0, targets)
-        assert (pos, done) == (len(get), False)
+    request = resp.encode_request(odd)
+    for buf in (get + request + get, bytearray(get + request)):
+        (pos, stop, end, _, _), client, _ = enqueue(buf, 0, targets)
+        assert (pos, stop, end) == (len(get), STOP_DISPATCH, len(get) + len(request))
         assert len(client.pending) == 1
-    (pos, done), _, _ = enqueue(get + b"PING\r\n", 0, targets)
-    assert (pos, done) == (len(get), False)
-    (pos, done), _, _ = enqueue(get + b"*2\r\n$3\r\nGE", 0, targets)
-    assert (pos, done) == (len(get), True)
+    (pos, stop, _, _, _), _, _ = enqueue(get + b"PING\r\n", 0, targets)
+    assert (pos, stop) == (len(get), STOP_UNCLAIMED)
+    (pos, stop, _, _, _), _, _ = enqueue(get + b"*2\r\n$3\r\nGE", 0, targets)
+    assert (pos, stop) == (len(get), STOP_END)
+
+
+def test_route_requests_hands_a_diverted_owner_to_its_route_unit_and_goes_on() -> None:
+    """One stop per request for the diverted owner; the others are queued around it."""
+    diverted = 2
+    table = native.RouteTable(NATIVE_RING, FAST_COMMANDS, bytes([0, 0, 7, 0]))
+    keys = [b"k%d" % i for i in range(30)]
+    reqs = [resp.encode_request([b"SET", k, b"v"]) for k in keys]
+    buf = b"".join(reqs)
+    targets = [(FakeConn(), {}) for _ in range(4)]
+    pos, queued, stopped = 0, 0, []
+    while True:
+        (pos, stop, end, owner, reason), client, _ = enqueue(buf, pos, targets, table)
+        queued += len(client.pending)
+        if stop == STOP_END:
+            break
+        assert stop == STOP_ROUTE and (owner, reason) == (diverted, 7)
+        stopped.append(buf[pos:end])
+        pos = end
+    mine = [reqs[j] for j, k in enumerate(keys) if RING_LOOKUP(k) == diverted]
+    assert stopped == mine and mine
+    assert queued == len(keys) - len(mine)
+    assert targets[diverted][0].out == []
+
+
+@given(st.binary(max_size=30), st.lists(st.integers(0, 255), min_size=4, max_size=4))
+def test_the_c_decision_equals_the_python_one(key: bytes, stops: list[int]) -> None:
+    from cachefleet.sidecar.route_table import RouteTable
+
+    python = RouteTable("v", RING_LOOKUP, (), bytes(stops), (), None)
+    table = native.RouteTable(NATIVE_RING, FAST_COMMANDS, bytes(stops))
+    assert table.decide(key) == python.decide(key)
 
 
 def _delivery(
@@ -429,6 +489,12 @@ def test_the_new_loops_on_garbage_never_crash() -> None:
             buf = _mutate(frame * rng.randint(1, 3), rng.getrandbits(32))
         enqueue(buf, 0, [(FakeConn(), {}) for _ in range(4)])
         enqueue(bytearray(buf), rng.randint(0, len(buf)), [(FakeConn(), {}) for _ in range(4)])
+        enqueue(
+            buf,
+            0,
+            [(FakeConn(), {}) for _ in range(4)],
+            native.RouteTable(NATIVE_RING, FAST_COMMANDS, bytes([1, 0, 2, 0])),
+        )
         _delivery(buf, rng.randint(0, 4), rng.random() < 0.5)
 
 
@@ -480,9 +546,7 @@ def flush_all(shards: list[Shard_]) -> None:
 @pytest.fixture
 def pure_python(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], None]]:
     def switch() -> None:
-        monkeypatch.setattr(server, "_scan", None)
-        monkeypatch.setattr(server, "_enqueue", None)
-        monkeypatch.setattr(pool, "native_split", None)
+        monkeypatch.setattr(server, "_route", None)
         monkeypatch.setattr(pool, "native_deliver", None)
 
     yield switch
@@ -518,11 +582,9 @@ def test_splitting_anywhere_changes_nothing(data: bytes) -> None:
     stream = b"".join(resp.encode_request([b"SET", data[:i], data]) for i in range(3))
     for cut in range(len(stream)):
         head, _, _ = scan(stream[:cut], 0)
-        tail, end, other = scan(stream, sum(len(r[0]) for r in head))
+        tail, end, other = scan(stream, sum(len(r) for r in head))
         assert (end, other) == (len(stream), False)
-        assert [r[0] for r in head + tail] == [
-            resp.encode_request([b"SET", data[:i], data]) for i in range(3)
-        ]
+        assert head + tail == [resp.encode_request([b"SET", data[:i], data]) for i in range(3)]
 
 
 @pytest.mark.parametrize(

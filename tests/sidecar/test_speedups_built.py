@@ -24,6 +24,6 @@ def test_the_c_extension_is_built_where_a_compiler_exists() -> None:
     )
     from cachefleet.sidecar import speedups
 
-    assert speedups.scan_requests is not None
-    assert speedups.enqueue_requests is not None
+    assert speedups.route_requests is not None
+    assert speedups.make_route_table is not None
     assert speedups.deliver_replies is not None

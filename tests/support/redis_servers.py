@@ -54,10 +54,15 @@ class RedisServer(LocalServer):
             return False
 
 
-def start_redis(password: str | None = None, extra: tuple[str, ...] = ()) -> RedisServer:
+def start_redis(
+    password: str | None = None,
+    extra: tuple[str, ...] = (),
+    port: int | None = None,
+    directory: Path | None = None,
+) -> RedisServer:
     """Start one redis-server and wait until it answers PING. The caller must stop it."""
-    directory = Path(tempfile.mkdtemp(prefix="cachefleet-redis-"))
-    port = free_port()
+    directory = directory or Path(tempfile.mkdtemp(prefix="cachefleet-redis-"))
+    port = port or free_port()
     argv = [
         "redis-server",
         "--port", str(port),
@@ -79,6 +84,15 @@ def start_redis(password: str | None = None, extra: tuple[str, ...] = ()) -> Red
         stop_redis(server)
         raise
     return server
+
+
+def restart_redis(server: RedisServer, extra: tuple[str, ...] = ()) -> None:
+    """A killed server started again, empty, on the same port (``server`` now points at it)."""
+    if server.alive():
+        raise ProcessFailed(f"redis-server :{server.port} is still running")
+    server.process.wait()
+    fresh = start_redis(server.password, extra, server.port, server.directory)
+    server.process = fresh.process
 
 
 def stop_redis(server: RedisServer) -> None:

@@ -77,9 +77,27 @@ class GutterConfig(_Model):
 
 
 class HealthConfig(_Model):
-    check_interval_ms: int = Field(1000, ge=50)
-    eject_after_failures: int = Field(3, ge=1)
-    slow_threshold_ms: int = Field(250, ge=1)
+    """When the sidecar ejects a shard (its keys then go to the gutter) and re-admits it."""
+
+    check_interval_ms: int = Field(
+        1000, ge=50, description="how often each shard is probed with PING on its own connection"
+    )
+    eject_after_failures: int = Field(
+        3, ge=1, description="failed or timed-out probes in a row that eject a shard"
+    )
+    slow_threshold_ms: int = Field(
+        250,
+        ge=1,
+        description="a shard whose recent p99 is above this and far above the other shards' "
+        "median p99 is ejected as slow (a gray failure)",
+    )
+    max_ejection_percent: int = Field(
+        50,
+        ge=0,
+        le=100,
+        description="at most this share of the ring's shards is ejected at once (at least one "
+        "when above 0; 0 never ejects); beyond it a failing shard stays in the ring",
+    )
 
 
 class WarmupConfig(_Model):

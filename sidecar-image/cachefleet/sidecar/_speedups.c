@@ -1,22 +1,22 @@
-/* The sidecar's two per-request inner loops in C; the pure-Python code stays the reference.
+/* The sidecar's per-request loops in C; the pure-Python code in server.py and pool.py stays
+ * the reference.
  *
- * scan_requests: cuts well-formed multibulk requests (every element a bulk string, canonical
- * lengths, CRLF where CRLF belongs) out of a client buffer. It only claims what it is sure of:
- * at anything else it stops and says so, and the hiredis path takes over from that request's
- * first byte, so errors and odd-but-accepted input behave exactly as without this module.
+ * route_requests: the client side. It cuts well-formed multibulk requests (every element a
+ * bulk string, canonical lengths, CRLF where CRLF belongs) out of a client buffer, takes the
+ * routing decision for each from the route table (route_table.py builds it once per routing
+ * snapshot) and queues every request the decision sends to its shard, doing the same steps as
+ * the Python loop through the C API on the same Python objects. It stops at the first request
+ * it does not queue and says why: the end of the buffer, a request for Python's dispatcher (not
+ * a plain single-key command), a request the route table hands to a route unit (its owner and
+ * the reason), or bytes it does not claim (hiredis takes over from that request's first byte,
+ * so errors and odd-but-accepted input behave exactly as without this module).
  *
- * split_replies: cuts complete replies out of a shard's read buffer, the same walk as
- * resp.split_replies. It returns None for length fields that are not plain decimal (which a
- * Redis server never sends), and the caller then runs the Python reference on the buffer.
+ * deliver_replies: the shard side. It cuts complete replies out of a shard's read buffer (the
+ * walk of resp.split_replies) and gives each to its waiting slot as the Python loop in
+ * BackendConnection.data_received does. It hands length fields that are not plain decimal
+ * (which a Redis server never sends) to that Python loop.
  *
- * enqueue_requests and deliver_replies: the same walks, plus the per-request steps the Python
- * hot loops take after them (server._process_scanned's fast path, the reply loop of
- * BackendConnection.data_received), done through the C API on the same Python objects: the
- * steps are identical, without the interpreter's bytecode per request (measured at P1: about
- * 15 -> 12.7 CPU us per request). Either stops and hands over to the Python loop at anything
- * it does not take.
- *
- * All of them read the buffer only within its size and allocate nothing proportional to a declared
+ * Both read the buffer only within its size and allocate nothing proportional to a declared
  * length, so garbage cannot make them read out of bounds or allocate without bound.
  */
 #define PY_SSIZE_T_CLEAN
@@ -27,9 +27,11 @@
 #define MAX_ARGC (1024 * 1024)        /* like Redis and resp.MAX_MULTIBULK_LENGTH */
 #define MAX_DIGITS 15                 /* lengths up to 10^15: far above any buffer */
 
-/* Status of scan_requests' stop position. */
-#define STOP_END 0      /* at the end, or inside a request that is well-formed so far */
-#define STOP_OTHER 1    /* at a request this scanner does not claim: hand over to hiredis */
+/* Why route_requests stopped (server.py has the same names). */
+#define STOP_END 0        /* at the end, or inside a request that is well-formed so far */
+#define STOP_DISPATCH 1   /* at a complete request for Python's dispatcher */
+#define STOP_UNCLAIMED 2  /* at bytes this scanner does not claim: hand over to hiredis */
+#define STOP_ROUTE 3      /* at a request the route table hands to a route unit */
 
 /* A canonical decimal at p[i..] ending in CRLF: "0" or [1-9][0-9]*.
  * Returns 1 and sets *value, *next (after the CRLF); 0 if more bytes are needed and the prefix
@@ -264,13 +266,6 @@ static PyTypeObject RingType = {
     .tp_new = PyType_GenericNew,
 };
 
-PyDoc_STRVAR(scan_requests_doc,
-"scan_requests(buf, pos, ring) -> (requests, pos, other)\n\n"
-"Complete well-formed multibulk requests from pos: a list of (raw, name, key, argc, shard),\n"
-"key None and shard -1 when argc < 2, shard the ring's owner of key otherwise; pos where\n"
-"scanning stopped; other True when it stopped at a request it does not claim (hand it to\n"
-"hiredis), False at the end or inside an incomplete request.");
-
 /* One request at p[pos..]: 1 when complete and well-formed (sets *end, *argc and the name's
  * and first key's spans in req, key_len -1 when argc < 2), 0 when well-formed so far but incomplete,
  * -1 when this scanner does not claim it. */
@@ -343,73 +338,107 @@ scan_arguments(RingObject *ring, PyObject *buf, PyObject *pos_obj, const char **
     return 0;
 }
 
-static PyObject *
-scan_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* -- the route table: one routing decision per request ------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    RingObject *ring;      /* key -> owner, the index of the owner's pool */
+    PyObject *fast;        /* command name -> (spec, arity): what the fast path may queue */
+    Py_ssize_t pools;      /* owners are in [0, pools) */
+    unsigned char *stops;  /* per owner: 0 = queue on the fast path, else the route reason */
+} RouteTableObject;
+
+/* The decision for one key: its owner, and 0 (queue it) or the reason for a route unit.
+ * RouteTable.decide in route_table.py is the same decision in Python. */
+static int
+route_decide(RouteTableObject *table, const char *key, Py_ssize_t len, long *owner)
 {
-    const char *p;
-    Py_ssize_t size, pos;
-    int other = 0;
-    if (nargs != 3 || !PyObject_TypeCheck(args[2], &RingType)) {
-        PyErr_SetString(PyExc_TypeError, "scan_requests(buf, pos, ring)");
-        return NULL;
-    }
-    RingObject *ring = (RingObject *)args[2];
-    if (scan_arguments(ring, args[0], args[1], &p, &size, &pos) < 0)
-        return NULL;
-    PyObject *out = PyList_New(0);
-    if (out == NULL)
-        return NULL;
-    while (pos < size) {
-        Request q = {0, 0, 0, 0, -1, 0};
-        int r = scan_one(p, pos, size, &q);
-        if (r == 0)
-            break;
-        if (r < 0) {
-            other = 1;
-            break;
-        }
-        PyObject *raw = slice(args[0], p, size, pos, q.end);
-        PyObject *name = raw ? PyBytes_FromStringAndSize(p + q.name_at, q.name_len) : NULL;
-        PyObject *key;
-        if (q.key_len < 0) {
-            key = Py_None;
-            Py_INCREF(key);
-        }
-        else {
-            key = name ? PyBytes_FromStringAndSize(p + q.key_at, q.key_len) : NULL;
-        }
-        PyObject *count = key ? PyLong_FromLongLong(q.argc) : NULL;
-        PyObject *shard = NULL;
-        if (count != NULL)
-            shard = PyLong_FromLong(q.key_len < 0 ? -1
-                                                   : ring_owner(ring, p + q.key_at, q.key_len));
-        PyObject *item = shard ? PyTuple_New(5) : NULL;
-        if (item == NULL) {
-            Py_XDECREF(raw);
-            Py_XDECREF(name);
-            Py_XDECREF(key);
-            Py_XDECREF(count);
-            Py_XDECREF(shard);
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(item, 0, raw);
-        PyTuple_SET_ITEM(item, 1, name);
-        PyTuple_SET_ITEM(item, 2, key);
-        PyTuple_SET_ITEM(item, 3, count);
-        PyTuple_SET_ITEM(item, 4, shard);
-        if (PyList_Append(out, item) < 0) {
-            Py_DECREF(item);
-            Py_DECREF(out);
-            return NULL;
-        }
-        Py_DECREF(item);
-        pos = q.end;
-    }
-    return Py_BuildValue("(NnO)", out, pos, other ? Py_True : Py_False);
+    long o = ring_owner(table->ring, key, len);
+    *owner = o;
+    return table->stops[o];
 }
 
-/* -- enqueue_requests: the client hot path's per-request steps --------------------------- */
+static int
+RouteTable_init(RouteTableObject *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *ring, *fast;
+    Py_buffer stops;
+    static char *kwlist[] = {"ring", "fast", "stops", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!y*:RouteTable", kwlist, &RingType, &ring,
+                                     &PyDict_Type, &fast, &stops))
+        return -1;
+    RingObject *r = (RingObject *)ring;
+    Py_ssize_t i;
+    int bad = r->count == 0 || stops.len == 0;
+    for (i = 0; !bad && i <= r->count; i++)
+        bad = r->owners[i] < 0 || r->owners[i] >= stops.len;
+    if (bad) {
+        PyBuffer_Release(&stops);
+        PyErr_SetString(PyExc_ValueError, "every ring owner needs an entry in stops");
+        return -1;
+    }
+    unsigned char *copy = PyMem_Malloc((size_t)stops.len);
+    if (copy == NULL) {
+        PyBuffer_Release(&stops);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(copy, stops.buf, (size_t)stops.len);
+    PyMem_Free(self->stops);
+    self->stops = copy;
+    self->pools = stops.len;
+    PyBuffer_Release(&stops);
+    Py_INCREF(ring);
+    Py_XSETREF(self->ring, r);
+    Py_INCREF(fast);
+    Py_XSETREF(self->fast, fast);
+    return 0;
+}
+
+static void
+RouteTable_dealloc(RouteTableObject *self)
+{
+    Py_XDECREF(self->ring);
+    Py_XDECREF(self->fast);
+    PyMem_Free(self->stops);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+RouteTable_decide(RouteTableObject *self, PyObject *key)
+{
+    long owner;
+    if (!PyBytes_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "key must be bytes");
+        return NULL;
+    }
+    if (self->ring == NULL) {
+        PyErr_SetString(PyExc_ValueError, "RouteTable not initialised");
+        return NULL;
+    }
+    int reason = route_decide(self, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), &owner);
+    return Py_BuildValue("(li)", owner, reason);
+}
+
+static PyMethodDef RouteTable_methods[] = {
+    {"decide", (PyCFunction)RouteTable_decide, METH_O,
+     "decide(key) -> (owner, reason): reason 0 means the fast path queues it"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RouteTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cachefleet.sidecar._speedups.RouteTable",
+    .tp_basicsize = sizeof(RouteTableObject),
+    .tp_dealloc = (destructor)RouteTable_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "RouteTable(ring, fast, stops): one routing snapshot, as route_table.py builds it",
+    .tp_methods = RouteTable_methods,
+    .tp_init = (initproc)RouteTable_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* -- route_requests: the client hot path's per-request steps ------------------------------ */
 
 static PyObject *str_state, *str_out, *str_waiters, *str_dirty, *str_send, *str_append,
     *str_client, *str_reply, *one;
@@ -470,7 +499,7 @@ new_slot(PyTypeObject *slot_type, PyObject *client)
     return slot;
 }
 
-/* The steps server._process_scanned takes for one fast request, 0 or -1 on error. */
+/* The steps the Python loop in server.py takes for one fast request, 0 or -1 on error. */
 static int
 enqueue_one(PyObject *raw, PyObject *spec, PyObject *target, PyObject *client,
             PyObject *pending_append, PyTypeObject *slot_type, PyObject *add_backend,
@@ -528,58 +557,68 @@ fail:
     return -1;
 }
 
-PyDoc_STRVAR(enqueue_requests_doc,
-"enqueue_requests(buf, pos, ring, fast, targets, client, pending_append, slot_type,\n"
-"                 add_backend, ready, max_bytes) -> (pos, done)\n\n"
-"server._process_scanned's fast path in one call: for each complete well-formed request from\n"
-"pos whose name is in fast (name -> (spec, arity)) with a key, a matching argument count and\n"
-"at most max_bytes, queue it as the Python loop does: a new slot_type(client) appended with\n"
-"pending_append, targets[shard][1][spec] bumped, and the raw bytes and slot given to the\n"
-"connection targets[shard][0] (appended to its out and waiters when its state == ready,\n"
-"add_backend(conn) when it is not dirty; conn.send(raw, slot) otherwise). Stops at the first\n"
-"request it does not take: pos is where, done True when that is the end of buf or an\n"
-"incomplete request, False when the Python path must handle the request at pos.");
+PyDoc_STRVAR(route_requests_doc,
+"route_requests(buf, pos, table, targets, client, pending_append, slot_type, add_backend,\n"
+"               ready, max_bytes) -> (pos, stop, end, owner, reason)\n\n"
+"From pos, queue every complete well-formed request whose name is in table's fast commands\n"
+"(name -> (spec, arity)) with a key, a matching argument count, at most max_bytes, and a\n"
+"route decision of 0, as the Python loop does: a new slot_type(client) appended with\n"
+"pending_append, targets[owner][1][spec] bumped, and the raw bytes and slot given to the\n"
+"connection targets[owner][0] (appended to its out and waiters when its state == ready,\n"
+"add_backend(conn) when it is not dirty; conn.send(raw, slot) otherwise). targets None takes\n"
+"nothing (a client that has not authenticated). Stops at the first request it does not queue:\n"
+"pos is where it starts; stop is 0 (the end of buf, or an incomplete request), 1 (a complete\n"
+"request at buf[pos:end] for the dispatcher), 2 (bytes it does not claim: hiredis from pos) or\n"
+"3 (a fast request at buf[pos:end] whose route decision is reason for owner).");
 
 static PyObject *
-enqueue_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     const char *p;
-    Py_ssize_t size, pos, max_bytes;
-    if (nargs != 11 || !PyObject_TypeCheck(args[2], &RingType) || !PyDict_Check(args[3]) ||
-        !PyList_Check(args[4]) || !PyType_Check(args[7])) {
+    Py_ssize_t size, pos, max_bytes, end = 0;
+    long owner = -1;
+    int stop = STOP_END, reason = 0;
+    if (nargs != 10 || !PyObject_TypeCheck(args[2], &RouteTableType) ||
+        (args[3] != Py_None && !PyList_Check(args[3])) || !PyType_Check(args[6])) {
         PyErr_SetString(PyExc_TypeError,
-                        "enqueue_requests(buf, pos, ring, fast, targets, client, pending_append, "
+                        "route_requests(buf, pos, table, targets, client, pending_append, "
                         "slot_type, add_backend, ready, max_bytes)");
         return NULL;
     }
-    RingObject *ring = (RingObject *)args[2];
-    PyObject *fast = args[3], *targets = args[4], *client = args[5];
-    PyObject *pending_append = args[6], *add_backend = args[8], *ready = args[9];
-    PyTypeObject *slot_type = (PyTypeObject *)args[7];
-    if (scan_arguments(ring, args[0], args[1], &p, &size, &pos) < 0)
+    RouteTableObject *table = (RouteTableObject *)args[2];
+    PyObject *targets = args[3], *client = args[4];
+    PyObject *pending_append = args[5], *add_backend = args[7], *ready = args[8];
+    PyTypeObject *slot_type = (PyTypeObject *)args[6];
+    if (table->ring == NULL) {
+        PyErr_SetString(PyExc_ValueError, "RouteTable not initialised");
         return NULL;
-    max_bytes = PyLong_AsSsize_t(args[10]);
+    }
+    if (scan_arguments(table->ring, args[0], args[1], &p, &size, &pos) < 0)
+        return NULL;
+    max_bytes = PyLong_AsSsize_t(args[9]);
     if (max_bytes == -1 && PyErr_Occurred())
         return NULL;
-    int done = 1;
     while (pos < size) {
         Request q = {0, 0, 0, 0, -1, 0};
         int r = scan_one(p, pos, size, &q);
         if (r == 0)
             break;
-        if (r < 0 || q.key_len < 0 || q.end - pos > max_bytes) {
-            done = 0;
+        if (r < 0) {
+            stop = STOP_UNCLAIMED;
             break;
         }
+        end = q.end;
+        stop = STOP_DISPATCH;
+        if (targets == Py_None || q.key_len < 0 || q.end - pos > max_bytes)
+            break;
         PyObject *name = PyBytes_FromStringAndSize(p + q.name_at, q.name_len);
         if (name == NULL)
             return NULL;
-        PyObject *entry = PyDict_GetItemWithError(fast, name); /* borrowed */
+        PyObject *entry = PyDict_GetItemWithError(table->fast, name); /* borrowed */
         Py_DECREF(name);
         if (entry == NULL) {
             if (PyErr_Occurred())
                 return NULL;
-            done = 0;
             break;
         }
         if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
@@ -589,16 +628,16 @@ enqueue_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         long arity = PyLong_AsLong(PyTuple_GET_ITEM(entry, 1));
         if (arity == -1 && PyErr_Occurred())
             return NULL;
-        if (arity > 0 ? q.argc != arity : q.argc < -arity) {
-            done = 0;
+        if (arity > 0 ? q.argc != arity : q.argc < -arity)
+            break;
+        reason = route_decide(table, p + q.key_at, q.key_len, &owner);
+        if (reason) {
+            stop = STOP_ROUTE;
             break;
         }
-        long shard = ring_owner(ring, p + q.key_at, q.key_len);
-        if (shard < 0 || shard >= PyList_GET_SIZE(targets)) {
-            done = 0;
-            break;
-        }
-        PyObject *target = PyList_GET_ITEM(targets, shard);
+        if (owner >= PyList_GET_SIZE(targets))
+            break; /* targets built for another table: let Python sort it out */
+        PyObject *target = PyList_GET_ITEM(targets, owner);
         if (!PyTuple_Check(target) || PyTuple_GET_SIZE(target) != 2 ||
             !PyDict_Check(PyTuple_GET_ITEM(target, 1))) {
             PyErr_SetString(PyExc_TypeError, "targets must hold (conn, counts dict) tuples");
@@ -617,6 +656,8 @@ enqueue_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(spec);
         if (e < 0)
             return NULL;
+        stop = STOP_END;
+        owner = -1;
         pos = q.end;
         /* Python code ran (a non-ready conn.send may fill a slot): the buffer may not move
          * under us, but a bytearray could have been resized; read its pointer again. */
@@ -625,7 +666,12 @@ enqueue_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (pos > size)
             break;
     }
-    return Py_BuildValue("(nO)", pos, done ? Py_True : Py_False);
+    if (stop == STOP_END || stop == STOP_UNCLAIMED) {
+        end = pos;
+        owner = -1;
+        reason = 0;
+    }
+    return Py_BuildValue("(ninli)", pos, stop, end, owner, reason);
 }
 
 /* A plain decimal length "-?[0-9]{1,15}" between p[i] and the CRLF at eol.
@@ -724,45 +770,6 @@ reply_end(const char *p, Py_ssize_t pos, Py_ssize_t size)
             return FALLBACK;
     }
     return pos;
-}
-
-PyDoc_STRVAR(split_replies_doc,
-"split_replies(buf) -> (replies, pos) or None\n\n"
-"The complete replies at the start of buf, each as bytes, and where the rest starts; None\n"
-"when a length field is not plain decimal (run resp.split_replies instead).");
-
-static PyObject *
-split_replies(PyObject *module, PyObject *buf)
-{
-    const char *p;
-    Py_ssize_t size, pos = 0;
-    if (!PyBytes_CheckExact(buf)) {
-        PyErr_SetString(PyExc_TypeError, "expected bytes");
-        return NULL;
-    }
-    p = PyBytes_AS_STRING(buf);
-    size = PyBytes_GET_SIZE(buf);
-    PyObject *out = PyList_New(0);
-    if (out == NULL)
-        return NULL;
-    while (pos < size) {
-        Py_ssize_t end = reply_end(p, pos, size);
-        if (end == INCOMPLETE)
-            break;
-        if (end == FALLBACK) {
-            Py_DECREF(out);
-            Py_RETURN_NONE;
-        }
-        PyObject *raw = slice(buf, p, size, pos, end);
-        if (raw == NULL || PyList_Append(out, raw) < 0) {
-            Py_XDECREF(raw);
-            Py_DECREF(out);
-            return NULL;
-        }
-        Py_DECREF(raw);
-        pos = end;
-    }
-    return Py_BuildValue("(Nn)", out, pos);
 }
 
 /* -- deliver_replies: the shard connection's per-reply steps ------------------------------ */
@@ -911,11 +918,8 @@ deliver_replies(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef methods[] = {
-    {"scan_requests", (PyCFunction)(void (*)(void))scan_requests, METH_FASTCALL,
-     scan_requests_doc},
-    {"split_replies", (PyCFunction)split_replies, METH_O, split_replies_doc},
-    {"enqueue_requests", (PyCFunction)(void (*)(void))enqueue_requests, METH_FASTCALL,
-     enqueue_requests_doc},
+    {"route_requests", (PyCFunction)(void (*)(void))route_requests, METH_FASTCALL,
+     route_requests_doc},
     {"deliver_replies", (PyCFunction)(void (*)(void))deliver_replies, METH_FASTCALL,
      deliver_replies_doc},
     {NULL, NULL, 0, NULL},
@@ -923,14 +927,14 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "cachefleet.sidecar._speedups",
-    "C versions of the sidecar's per-request loops (see resp.py for the reference).", -1,
+    "C versions of the sidecar's per-request loops (server.py and pool.py are the reference).", -1,
     methods,
 };
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (PyType_Ready(&RingType) < 0)
+    if (PyType_Ready(&RingType) < 0 || PyType_Ready(&RouteTableType) < 0)
         return NULL;
 #define INTERN(var, text)                                                                     \
     if ((var = PyUnicode_InternFromString(text)) == NULL)                                     \
@@ -959,6 +963,12 @@ PyInit__speedups(void)
     Py_INCREF(&RingType);
     if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0) {
         Py_DECREF(&RingType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&RouteTableType);
+    if (PyModule_AddObject(m, "RouteTable", (PyObject *)&RouteTableType) < 0) {
+        Py_DECREF(&RouteTableType);
         Py_DECREF(m);
         return NULL;
     }

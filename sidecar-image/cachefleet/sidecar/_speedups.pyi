@@ -5,16 +5,15 @@ class Ring:
     def __init__(self, tokens: Sequence[int], owners: Sequence[int]) -> None: ...
     def lookup(self, key: bytes, /) -> int: ...
 
-def scan_requests(
-    buf: bytes | bytearray, pos: int, ring: Ring, /
-) -> tuple[list[tuple[bytes, bytes, bytes | None, int, int]], int, bool]: ...
-def split_replies(buf: bytes, /) -> tuple[list[bytes], int] | None: ...
-def enqueue_requests(
+class RouteTable:
+    def __init__(self, ring: Ring, fast: dict[bytes, tuple[Any, int]], stops: bytes) -> None: ...
+    def decide(self, key: bytes, /) -> tuple[int, int]: ...
+
+def route_requests(
     buf: bytes | bytearray,
     pos: int,
-    ring: Ring,
-    fast: dict[bytes, tuple[Any, int]],
-    targets: list[Any],
+    table: RouteTable,
+    targets: list[Any] | None,
     client: Any,
     pending_append: Callable[[Any], None],
     slot_type: type,
@@ -22,7 +21,7 @@ def enqueue_requests(
     ready: int,
     max_bytes: int,
     /,
-) -> tuple[int, bool]: ...
+) -> tuple[int, int, int, int, int]: ...
 def deliver_replies(
     buf: bytes, waiters: Any, add_client: Callable[[Any], None], /
 ) -> tuple[int, int, bool] | None: ...

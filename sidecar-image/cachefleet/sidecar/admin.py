@@ -1,4 +1,4 @@
-"""The admin endpoint: Prometheus metrics, /healthz and /readyz over plain HTTP/1.1.
+"""The admin endpoint: Prometheus metrics, /shards, /healthz and /readyz over plain HTTP/1.1.
 
 Metrics come from a collector that reads the sidecar's plain counters at scrape time, so the
 request path never touches prometheus-client. Each Sidecar has its own registry.
@@ -7,6 +7,7 @@ request path never touches prometheus-client. Each Sidecar has its own registry.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -43,12 +44,61 @@ class SidecarCollector(Collector):
             f"{PREFIX}_requests", "Requests by command and shard (local: answered by the sidecar)",
             labels=["command", "shard"],
         )  # fmt: skip
+        by_path = {"c": 0, "python": 0}
         for shard, shard_stats in stats.shards.items():
-            for spec, count in list(shard_stats.requests.items()):
-                requests.add_metric([spec.name, shard], count)
+            counts: dict[str, int] = {}
+            for path, table in (
+                ("c", shard_stats.c_requests),
+                ("python", shard_stats.python_requests),
+            ):
+                for spec, count in list(table.items()):
+                    counts[spec.name] = counts.get(spec.name, 0) + count
+                    by_path[path] += count
+            for name, count in counts.items():
+                requests.add_metric([name, shard], count)
         for spec, count in list(stats.local_requests.items()):
             requests.add_metric([spec.name, "local"], count)
+            by_path["python"] += count
         yield requests
+
+        paths = CounterMetricFamily(
+            f"{PREFIX}_path_requests",
+            "Requests by where their routing decision ran: c (the C loop's fast path) or python "
+            "(the Python loop, multi-key commands, route units, local commands)",
+            labels=["path"],
+        )
+        for path, count in by_path.items():
+            paths.add_metric([path], count)
+        yield paths
+
+        routes = CounterMetricFamily(
+            f"{PREFIX}_route_requests",
+            "Requests a route unit took instead of the fast path (gutter, hold, ...)",
+            labels=["route"],
+        )
+        for route, count in list(stats.routes.items()):
+            routes.add_metric([route], count)
+        yield routes
+
+        ejections = CounterMetricFamily(
+            f"{PREFIX}_ejections", "Shard ejections by cause", labels=["shard", "cause"]
+        )
+        for (shard, cause), count in list(stats.ejections.items()):
+            ejections.add_metric([shard, cause], count)
+        yield ejections
+        readmissions = CounterMetricFamily(
+            f"{PREFIX}_readmissions", "Ejected shards re-admitted after their clean-up",
+            labels=["shard"],
+        )  # fmt: skip
+        for shard, count in list(stats.readmissions.items()):
+            readmissions.add_metric([shard], count)
+        yield readmissions
+        states = GaugeMetricFamily(
+            f"{PREFIX}_shard_state", "1 for each shard's health state", labels=["shard", "state"]
+        )
+        for name, health in app.health.policy.shards.items():
+            states.add_metric([name, str(health.state)], 1)
+        yield states
 
         errors = CounterMetricFamily(
             f"{PREFIX}_errors", "Requests answered with an error by the sidecar", labels=["kind"]
@@ -82,7 +132,7 @@ class SidecarCollector(Collector):
         up = GaugeMetricFamily(
             f"{PREFIX}_shard_up", "1 when no connection to the shard is down", labels=["shard"]
         )
-        for pool in app.routing.pools:
+        for pool in [*app.pools.values(), *app.gutter.values()]:
             for protocol, conns in pool.conns.items():
                 backends.add_metric(
                     [pool.name, str(protocol)], sum(1 for c in conns if c.state == READY)
@@ -138,6 +188,9 @@ class AdminServer:
         path = path.split("?", 1)[0]
         if path == "/metrics":
             return 200, CONTENT_TYPE, generate_latest(self.registry)
+        if path == "/shards":
+            body = json.dumps(self.app.health.report(), indent=2).encode() + b"\n"
+            return 200, "application/json", body
         if path == "/healthz":
             return 200, "text/plain", b"ok\n"
         if path == "/readyz":

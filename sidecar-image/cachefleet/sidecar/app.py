@@ -1,8 +1,10 @@
 """The sidecar process: config in, listening socket, shard pools, admin endpoint, reloads.
 
 ``Sidecar.apply`` is the one place a config becomes routing: it reuses the pools of shards that
-stay (same address and pool size), opens pools for new shards, and retires the pools of shards
-that left; they close once their in-flight requests are answered.
+stay (same address and pool size), opens pools for new shards and gutter members, and retires
+the pools that left; they close once their in-flight requests are answered.
+``Sidecar.rebuild_routes`` compiles the route table from the ring, its pools and the health
+monitor's ejections; it runs on every apply, ejection and re-admission.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 from cachefleet.config import SidecarConfig
 from cachefleet.sidecar.admin import AdminServer
 from cachefleet.sidecar.flusher import Flusher
-from cachefleet.sidecar.pool import ShardPool, ShardSettings
+from cachefleet.sidecar.monitor import HealthMonitor
+from cachefleet.sidecar.pool import FailureHandler, ShardPool, ShardSettings
 from cachefleet.sidecar.reload import ConfigWatcher
-from cachefleet.sidecar.router import Routing
+from cachefleet.sidecar.route_table import RouteTable, build_route_table
 from cachefleet.sidecar.server import ClientConnection
 from cachefleet.sidecar.speedups import make_ring
 from cachefleet.sidecar.stats import Stats
@@ -46,8 +49,10 @@ class Sidecar:
         self.config = config
         self.config_path = config_path
         self.stats = Stats()
-        self.pools: dict[str, ShardPool] = {}
+        self.pools: dict[str, ShardPool] = {}  # the ring's shards, by name
+        self.gutter: dict[str, ShardPool] = {}  # the gutter's members, by name
         self.retired: list[ShardPool] = []
+        self.health = HealthMonitor(self)
         self.clients: set[ClientConnection] = set()
         self.ready = False
         self.client_password: bytes | None = None
@@ -67,46 +72,59 @@ class Sidecar:
         shard_password = read_secret(config.auth.shard_password_file)
         client_password = read_secret(config.auth.client_password_file)
         size = config.pool.connections_per_shard
-        pools: dict[str, ShardPool] = {}
         created: list[ShardPool] = []
-        for name in ring.shard_names:
-            host, port = split_address(endpoints[name])
-            settings = ShardSettings(
-                name=name,
-                host=host,
-                port=port,
-                connect_timeout=config.pool.connect_timeout_ms / 1000,
-                request_timeout=config.pool.request_timeout_ms / 1000,
-                username=config.auth.shard_username,
-                password=shard_password,
-            )
-            current = self.pools.get(name)
-            if current is not None and current.settings == settings and current.size == size:
-                pools[name] = current
-            else:
-                pool = ShardPool(settings, size, self.flusher, self.stats.shard(name))
+
+        def pools_for(
+            addresses: dict[str, str],
+            current: dict[str, ShardPool],
+            failures: FailureHandler | None,
+        ) -> dict[str, ShardPool]:
+            pools: dict[str, ShardPool] = {}
+            for name, address in addresses.items():
+                host, port = split_address(address)
+                settings = ShardSettings(
+                    name=name,
+                    host=host,
+                    port=port,
+                    connect_timeout=config.pool.connect_timeout_ms / 1000,
+                    request_timeout=config.pool.request_timeout_ms / 1000,
+                    username=config.auth.shard_username,
+                    password=shard_password,
+                )
+                pool = current.get(name)
+                if pool is None or pool.settings != settings or pool.size != size:
+                    pool = ShardPool(settings, size, self.flusher, self.stats.shard(name), failures)
+                    created.append(pool)
                 pools[name] = pool
-                created.append(pool)
+            return pools
+
+        pools = pools_for({n: endpoints[n] for n in ring.shard_names}, self.pools, self.health)
+        gutter_addresses = (
+            {s.name: s.address for s in config.gutter.shards} if config.gutter.enabled else {}
+        )
+        gutter = pools_for(gutter_addresses, self.gutter, None)
         if config.listen != self.config.listen or config.admin_listen != self.config.admin_listen:
             log.warning("listen addresses changed in the config: that takes a restart")
         for pool in created:
             pool.start()
-        for name, pool in self.pools.items():
-            if pools.get(name) is not pool:
+        kept = {id(p) for p in [*pools.values(), *gutter.values()]}
+        for pool in [*self.pools.values(), *self.gutter.values()]:
+            if id(pool) not in kept:
                 pool.retire()
                 self.retired.append(pool)
         self.pools = pools
+        self.gutter = gutter
         self.client_password = client_password.encode() if client_password is not None else None
         self.max_request_bytes = config.limits.max_request_bytes
-        native_ring = make_ring(ring.tokens, ring.owners) if make_ring is not None else None
-        self.routing = Routing(
-            config.config_version,
-            native_ring.lookup if native_ring is not None else ring.lookup_function(),
-            tuple(pools[name] for name in ring.shard_names),
-            native_ring,
-        )
         previous = self.config.config_version
         self.config = config
+        self._ring_pools = tuple(pools[name] for name in ring.shard_names)
+        self._native_ring = make_ring(ring.tokens, ring.owners) if make_ring is not None else None
+        self._lookup = (
+            self._native_ring.lookup if self._native_ring is not None else ring.lookup_function()
+        )
+        self.health.configure(config, pools, list(gutter.values()))
+        self.rebuild_routes()
         self.stats.config_version = config.config_version
         if self.ready:
             self.stats.config_reloads += 1
@@ -114,6 +132,17 @@ class Sidecar:
                 "config %s applied (was %s): %d shards, %d new, %d retired",
                 config.config_version, previous, len(pools), len(created), len(self.retired),
             )  # fmt: skip
+
+    def rebuild_routes(self) -> None:
+        """Compile the route table for the current ring and ejections, and swap it in."""
+        pools = self._ring_pools
+        self.routes: RouteTable = build_route_table(
+            self.config.config_version,
+            self._lookup,
+            self._native_ring,
+            pools,
+            self.health.diverted(pools),
+        )
 
     def _rejected(self, reason: str) -> None:
         self.stats.config_reload_failures += 1
@@ -134,6 +163,7 @@ class Sidecar:
         admin_host, admin_port = split_address(self.config.admin_listen)
         await self._admin.start(admin_host, admin_port)
         self._tasks.append(loop.create_task(self._housekeeping()))
+        self.health.start()
         if self.config_path is not None:
             watcher = ConfigWatcher(
                 self.config_path, self.apply, self._rejected, self.config_path.read_text()
@@ -151,7 +181,7 @@ class Sidecar:
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             now = loop.time()
-            for pool in self.pools.values():
+            for pool in [*self.pools.values(), *self.gutter.values()]:
                 pool.check_timeouts(now)
             for pool in list(self.retired):
                 pool.check_timeouts(now)
@@ -198,8 +228,9 @@ class Sidecar:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.health.stop()
         await self._admin.close()
-        for pool in [*self.pools.values(), *self.retired]:
+        for pool in [*self.pools.values(), *self.gutter.values(), *self.retired]:
             pool.close()
         log.info("stopped")
 

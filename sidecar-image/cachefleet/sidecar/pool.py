@@ -5,9 +5,11 @@ start, RESP3 ones on the first RESP3 client), so a reply's raw bytes are always 
 of the client that asked. A client always uses the same connection of a shard, so its own
 commands to one key stay in order.
 
-A connection that fails (refused, lost, or a reply later than ``request_timeout_ms``) answers
-every waiting request with ``-ERR shard NAME unavailable: why`` and reconnects with backoff;
-requests arriving while it is down get that error at once. Other shards are untouched.
+A connection that fails (refused, lost, or a reply later than ``request_timeout_ms``) tells its
+pool's ``FailureHandler`` first (the health monitor, which may eject the shard), then answers
+every request in flight: a read may be retried once elsewhere (the gutter, when the shard was
+just ejected), everything else gets ``-ERR shard NAME unavailable: why``. It reconnects with
+backoff; requests arriving while it is down get that error at once. Other shards are untouched.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ import asyncio
 import collections
 import logging
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 from cachefleet.sidecar import resp
 from cachefleet.sidecar.flusher import Flusher
-from cachefleet.sidecar.resp import Bytes, split_replies
+from cachefleet.sidecar.resp import Bytes, split_replies, split_requests
 from cachefleet.sidecar.slots import PartSlot, Slot
 from cachefleet.sidecar.speedups import deliver_replies as native_deliver
-from cachefleet.sidecar.speedups import split_replies as native_split
 from cachefleet.sidecar.stats import ShardStats
 
 log = logging.getLogger("cachefleet.sidecar.pool")
@@ -45,6 +46,19 @@ class ShardSettings:
     password: str | None
 
 
+class FailureHandler(Protocol):
+    """Who hears about a shard connection's failures (the health monitor, for ring shards)."""
+
+    def connection_failed(self, pool_name: str, reason: str) -> None:
+        """Called before the failed connection answers its requests in flight."""
+        ...
+
+    def retry_elsewhere(self, raw: bytes, args: list[bytes], slot: Slot, protocol: int) -> bool:
+        """Send one request that was in flight on a failed connection somewhere else (once);
+        False when it cannot be (the caller answers it with the connection's error)."""
+        ...
+
+
 class _Handshake:
     """Checks the replies to HELLO/AUTH sent on connect; an error fails the connection."""
 
@@ -61,11 +75,17 @@ class _Handshake:
 
 class BackendConnection(asyncio.Protocol):
     def __init__(
-        self, settings: ShardSettings, protocol: int, flusher: Flusher, stats: ShardStats
+        self,
+        settings: ShardSettings,
+        protocol: int,
+        flusher: Flusher,
+        stats: ShardStats,
+        failures: FailureHandler | None = None,
     ) -> None:
         self.settings = settings
         self.protocol = protocol
         self.flusher = flusher
+        self.failures_to = failures
         self.latency = stats.latency
         self.state = IDLE
         self.transport: asyncio.Transport | None = None
@@ -75,8 +95,9 @@ class BackendConnection(asyncio.Protocol):
         self.dirty = False
         self.sent = 0
         self.received = 0
-        # (requests sent so far, time) per write: latency and timeouts without per-request clocks
-        self.marks: collections.deque[tuple[int, float]] = collections.deque()
+        # (requests sent up to it, time, its bytes, its request count) per write: latency and
+        # timeouts without per-request clocks, and the requests in flight when it fails.
+        self.marks: collections.deque[tuple[int, float, Bytes, int]] = collections.deque()
         self.down_reason = ""
         self.failures = 0
         self.retiring = False
@@ -105,9 +126,10 @@ class BackendConnection(asyncio.Protocol):
         if not out or self.transport is None:
             return
         self.out = []
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.transport.write(data)
         self.sent += len(out)
-        self.marks.append((self.sent, self._loop.time()))
+        self.marks.append((self.sent, self._loop.time(), data, len(out)))
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -127,8 +149,7 @@ class BackendConnection(asyncio.Protocol):
                     return
                 self._received(buf, pos, count)
                 return
-        found = native_split(buf) if native_split is not None else None
-        replies, pos = found if found is not None else split_replies(buf)
+        replies, pos = split_replies(buf)
         waiters = self.waiters
         flusher = self.flusher
         for raw in replies:
@@ -226,7 +247,8 @@ class BackendConnection(asyncio.Protocol):
             self.fail(f"connection lost{': ' + str(exc) if exc else ''}")
 
     def fail(self, reason: str) -> None:
-        """Answer everything waiting with an error, drop the connection, retry later."""
+        """Drop the connection, answer everything in flight (retrying reads elsewhere when the
+        failure handler can), and reconnect later."""
         if self.state == CLOSED:
             return
         name = self.settings.name
@@ -238,10 +260,41 @@ class BackendConnection(asyncio.Protocol):
         transport, self.transport = self.transport, None
         if transport is not None:
             transport.abort()
-        self._drain_with(self._down_error)
+        in_flight = self._in_flight_requests()
+        waiters, self.waiters = self.waiters, collections.deque()
+        self.out = []
+        self.rest = b""
+        self.marks.clear()
         self.failures += 1
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.failures - 1))
         self._loop.call_later(delay, self._retry)
+        handler = self.failures_to
+        if handler is None or self.retiring:
+            for slot in waiters:
+                slot.fill(self._down_error)
+            return
+        handler.connection_failed(name, reason)  # may eject the shard: then retries go elsewhere
+        if len(in_flight) != len(waiters):
+            in_flight = []  # cannot tell which request is which: answer them all
+        for index, slot in enumerate(waiters):
+            if index < len(in_flight):
+                raw, args = in_flight[index]
+                if handler.retry_elsewhere(raw, args, slot, self.protocol):
+                    continue
+            slot.fill(self._down_error)
+
+    def _in_flight_requests(self) -> list[tuple[bytes, list[bytes]]]:
+        """The requests the waiters wait for, in order: the unanswered part of what was
+        written, then what was not written yet."""
+        marks = self.marks
+        written = b"".join(mark[2] for mark in marks)
+        requests = split_requests(written) if written else []
+        if marks:
+            sent_before, _, _, count = marks[0]
+            del requests[: max(self.received - (sent_before - count), 0)]
+        for raw in self.out:
+            requests.extend(split_requests(raw))
+        return requests
 
     def _drain_with(self, reply: bytes) -> None:
         self.out = []
@@ -255,6 +308,10 @@ class BackendConnection(asyncio.Protocol):
         if self.state == DOWN and not self.retiring:
             self.state = IDLE
             self.connect()
+
+    def reconnect_now(self) -> None:
+        """Skip the rest of the backoff (a re-admitted shard must not answer "unavailable")."""
+        self._retry()
 
     def check_timeout(self, now: float) -> None:
         marks = self.marks
@@ -280,15 +337,23 @@ class ShardPool:
     """The connections to one shard: ``conns[protocol]`` is a list of ``size`` connections."""
 
     def __init__(
-        self, settings: ShardSettings, size: int, flusher: Flusher, stats: ShardStats
+        self,
+        settings: ShardSettings,
+        size: int,
+        flusher: Flusher,
+        stats: ShardStats,
+        failures: FailureHandler | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
         self.size = size
         self.stats = stats
-        self.requests = stats.requests
+        self.c_requests = stats.c_requests  # bumped by the C loop
+        self.python_requests = stats.python_requests  # bumped by the Python paths
         self.conns: dict[int, list[BackendConnection]] = {
-            protocol: [BackendConnection(settings, protocol, flusher, stats) for _ in range(size)]
+            protocol: [
+                BackendConnection(settings, protocol, flusher, stats, failures) for _ in range(size)
+            ]
             for protocol in (2, 3)
         }
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import hiredis
+
 # Request and reply bytes: ``bytearray`` when cut from a connection's partial buffer.
 Bytes = bytes | bytearray
 
@@ -293,3 +295,26 @@ def split_inline(line: bytes) -> list[bytes]:
     if in_arg:
         args.append(bytes(current))
     return args
+
+
+def split_requests(data: Bytes) -> list[tuple[bytes, list[bytes]]]:
+    """The multibulk requests in ``data`` (bytes the sidecar sent to a shard), each as its raw
+    bytes and its arguments. Off the hot path: for the requests in flight on a failed
+    connection. Stops at anything that is not a complete multibulk request."""
+    reader = hiredis.Reader()
+    reader.feed(bytes(data))
+    requests: list[tuple[bytes, list[bytes]]] = []
+    pos = 0
+    while True:
+        try:
+            args = reader.gets()
+        except hiredis.ProtocolError:
+            return requests
+        if type(args) is not list or not args:
+            return requests
+        try:
+            end = request_end(data, pos, args)
+        except ProtocolError:
+            return requests
+        requests.append((bytes(data[pos:end]), args))
+        pos = end

@@ -1,36 +1,19 @@
-"""Which shard serves a key, and multi-key commands split across shards and put back together.
+"""Multi-key commands: split across their destinations and put back together, or forwarded
+whole when their keys must live together.
 
-A ``Routing`` is one immutable snapshot (ring look-up plus the shard pools it names); a config
-reload builds a new one and swaps it in, so every request sees exactly one ring. The plain
-ring route is inlined on the hot path in ``server``; later route units (warm-up shadowing, the
-gutter, L1) wrap ``Routing.route`` per request, mcrouter style, without touching the codec.
+Every key's destination comes from the route table (``RouteTable.destination``), so a part for
+an ejected shard goes to the gutter like a single-key request would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 from cachefleet.sidecar import resp
 from cachefleet.sidecar.commands import CommandSpec, Split
-from cachefleet.sidecar.pool import ShardPool
 from cachefleet.sidecar.resp import Bytes
+from cachefleet.sidecar.route_table import Outgoing, Route, RouteTable
 from cachefleet.sidecar.slots import PartSlot, ReplySink, Slot
-
-if TYPE_CHECKING:
-    from cachefleet.sidecar._speedups import Ring as NativeRing
-
-
-@dataclass(frozen=True, eq=False)
-class Routing:
-    version: str
-    lookup: Callable[[bytes], int]
-    pools: tuple[ShardPool, ...]  # in ring shard-index order
-    native_ring: NativeRing | None = None  # the same look-up in C, for the request scanner
-
-    def route(self, key: bytes) -> ShardPool:
-        return self.pools[self.lookup(key)]
 
 
 class SplitRequest:
@@ -79,7 +62,7 @@ class SplitRequest:
 
 
 def split(
-    routing: Routing,
+    table: RouteTable,
     spec: CommandSpec,
     args: Sequence[bytes],
     raw: Bytes,
@@ -89,48 +72,33 @@ def split(
 ) -> Slot:
     """Send a SPLIT command; returns the client's slot (queued by the caller)."""
     step = spec.step
-    lookup = routing.lookup
-    groups: dict[int, list[int]] = {}
+    destination = table.destination
+    groups: dict[Route, list[int]] = {}
     for position, i in enumerate(range(1, len(args), step)):
-        groups.setdefault(lookup(args[i]), []).append(position)
+        groups.setdefault(destination(args[i]), []).append(position)
     slot = Slot(client)
-    pools = routing.pools
     if len(groups) == 1:
-        # All keys on one shard: forward the original bytes, the shard's reply is the answer.
-        (index,) = groups
-        _send(pools[index], spec, protocol, client_id, raw, slot)
+        # All keys in one place: forward the original bytes, its reply is the answer.
+        (route,) = groups
+        route.send(Outgoing(spec, args[1::step], raw, slot, protocol, client_id))
         return slot
     assert spec.split is not None
     request = SplitRequest(slot, spec.split, len(groups), (len(args) - 1) // step)
     name = args[0]
-    for part, (index, positions) in enumerate(groups.items()):
+    for part, (route, positions) in enumerate(groups.items()):
         sub_args = [name]
         for position in positions:
             first = 1 + position * step
             sub_args.extend(args[first : first + step])
         request.positions.append(positions)
-        _send(
-            pools[index],
-            spec,
-            protocol,
-            client_id,
-            resp.encode_request(sub_args),
-            PartSlot(request, part),
-        )
+        raw_part = resp.encode_request(sub_args)
+        part_slot = PartSlot(request, part)
+        route.send(Outgoing(spec, sub_args[1::step], raw_part, part_slot, protocol, client_id))
     return slot
 
 
-def _send(
-    pool: ShardPool, spec: CommandSpec, protocol: int, client_id: int, raw: Bytes, slot: Slot
-) -> None:
-    conns = pool.conns[protocol]
-    counts = pool.requests
-    counts[spec] = counts.get(spec, 0) + 1
-    conns[client_id % len(conns)].send(raw, slot)
-
-
 def send_same_shard(
-    routing: Routing,
+    table: RouteTable,
     spec: CommandSpec,
     keys: Sequence[bytes],
     raw: Bytes,
@@ -139,15 +107,16 @@ def send_same_shard(
     client_id: int,
 ) -> Slot:
     """Forward a command whose keys must live together; an error naming it when they do not."""
-    lookup = routing.lookup
-    indexes = {lookup(key) for key in keys}
+    lookup = table.lookup
+    owners = {lookup(key) for key in keys}
     slot = Slot(client)
-    if len(indexes) != 1:
+    if len(owners) != 1:
         slot.reply = resp.error(
             f"ERR {spec.name.upper()} is not supported by cachefleet across shards: its keys "
             "live on different shards (put them under one hash tag, like {user1}a and {user1}b)"
         )
         return slot
-    (index,) = indexes
-    _send(routing.pools[index], spec, protocol, client_id, raw, slot)
+    # The first key decides where the whole command goes, so keys that live together on a
+    # shard stay together on the gutter while it is ejected.
+    table.destination(keys[0]).send(Outgoing(spec, keys, raw, slot, protocol, client_id))
     return slot

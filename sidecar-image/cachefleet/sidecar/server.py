@@ -1,14 +1,13 @@
 """Client connections: parse requests, route them, send replies back in request order.
 
-The hot path (one plain single-key command) is written inline: with the C extension,
-``_speedups.scan_requests`` cuts each well-formed request's bytes, its command name, key and
-shard in one call (``_process_scanned``); without it, or from a request the scanner does not
-claim, hiredis parses the arguments and the byte span is computed from them
-(``resp.request_end``, in ``_process``). Either way the original bytes go to the shard.
-With the C extension, ``_speedups.enqueue_requests`` first takes every fast request it can,
-doing the loop's steps in C, and returns to that loop only at a request it does not take.
-Everything else (local commands, multi-key commands, errors, inline commands) takes
-``_dispatch``, off the hot path.
+Each request is decided once, from the route table (``route_table``): a plain single-key
+command whose owner has no stop is queued on the owner's connection right there (the fast
+path); anything else goes to ``_dispatch``, off the fast path, one request at a time, and the
+next request is back on the fast path. With the C extension, ``_speedups.route_requests`` does
+the fast path's steps for every request it queues and returns at the first one it does not;
+without it, or from bytes it does not claim, hiredis parses and ``_process`` does the same
+steps in Python (``resp.request_end`` gives each request's span). Either way the original bytes
+go to the shard.
 """
 
 from __future__ import annotations
@@ -25,10 +24,10 @@ from cachefleet.sidecar import handshake, resp
 from cachefleet.sidecar.commands import COMMANDS, CommandSpec, Kind, lookup
 from cachefleet.sidecar.pool import READY, BackendConnection
 from cachefleet.sidecar.resp import Bytes, ProtocolError, request_end
-from cachefleet.sidecar.router import Routing, send_same_shard, split
+from cachefleet.sidecar.route_table import Outgoing, RouteTable
+from cachefleet.sidecar.router import send_same_shard, split
 from cachefleet.sidecar.slots import Slot
-from cachefleet.sidecar.speedups import enqueue_requests as _enqueue
-from cachefleet.sidecar.speedups import scan_requests as _scan
+from cachefleet.sidecar.speedups import route_requests as _route
 
 if TYPE_CHECKING:
     from cachefleet.sidecar.app import Sidecar
@@ -38,13 +37,9 @@ log = logging.getLogger("cachefleet.sidecar.server")
 MAX_INLINE_BYTES = 64 * 1024  # like Redis's PROTO_INLINE_MAX_SIZE
 _ids = itertools.count(1)
 _SINGLE = Kind.SINGLE
-# The commands the scanned hot path forwards: one key, right after the command name.
-_FAST = {
-    name: spec for name, spec in COMMANDS.items() if spec.kind is _SINGLE and spec.key_index == 1
-}
-# The same, as _speedups.enqueue_requests takes them: name -> (spec, arity).
-_FAST_ARITY = {name: (spec, spec.arity) for name, spec in _FAST.items()}
 Counts = dict[CommandSpec, int]
+# Why _speedups.route_requests stopped (the same names in _speedups.c).
+STOP_END, STOP_DISPATCH, STOP_UNCLAIMED, STOP_ROUTE = range(4)
 
 
 def _arguments(raw: bytes) -> list[bytes]:
@@ -70,16 +65,16 @@ class ClientConnection(asyncio.Protocol):
         self.reader = hiredis.Reader()
         self.partial = bytearray()  # bytes of a request not complete yet
         self.resync = False  # the reader was reset; next bytes start at a request boundary
-        # True while hiredis parses this connection's requests: always without the C scanner,
-        # else from a request the scanner does not claim until the buffer is consumed.
-        self.hiredis_mode = _scan is None
-        # Per shard index, the connection this client uses and the counters it bumps; rebuilt
-        # when the routing or the protocol changes.
+        # True while hiredis parses this connection's requests: always without the C loop,
+        # else from a request the C scanner does not claim until the buffer is consumed.
+        self.hiredis_mode = _route is None
+        # Per owner, the connection this client uses and the counters it bumps; rebuilt when
+        # the route table or the protocol changes.
         self.targets: list[tuple[BackendConnection, Counts]] = []
-        self.targets_for: Routing | None = None
+        self.targets_for: RouteTable | None = None
         self.targets_protocol = 0
-        # (routing, then enqueue_requests' arguments after pos) while every request so far was
-        # taken by it and nothing since could change them (authed, protocol, the parser's
+        # (table, then route_requests' arguments after pos) while every request so far was
+        # queued by it and nothing since could change them (authed, protocol, the parser's
         # mode): the next data goes straight to C. Reset by any other path, set again after.
         self.fast: tuple[object, ...] | None = None
 
@@ -118,15 +113,15 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         fast = self.fast
-        if fast is not None and fast[0] is self.app.routing and not self.closing:
+        if fast is not None and fast[0] is self.app.routes and not self.closing:
             # The common case in one C call: complete fast requests, no bytes kept from before.
             try:
-                pos, done = _enqueue(data, 0, *fast[1:])  # type: ignore[misc]
+                pos, stop, _, _, _ = _route(data, 0, *fast[1:])  # type: ignore[misc]
             except Exception:  # a bug must cost this connection only, never the process
                 log.exception("client %s: unexpected error; closing its connection", self.peer)
                 self._protocol_error("internal error in the sidecar")
                 return
-            if done and pos == len(data):
+            if stop == STOP_END and pos == len(data):
                 return
             self._data_received(data, pos)
             return
@@ -165,11 +160,11 @@ class ClientConnection(asyncio.Protocol):
             return
         size = len(buf)
         if pos >= size:
-            # Everything consumed: hiredis holds nothing, the C scanner can take over again.
-            self.hiredis_mode = _scan is None
+            # Everything consumed: hiredis holds nothing, the C loop can take over again.
+            self.hiredis_mode = _route is None
             if partial:
                 self.partial = bytearray()
-            if _enqueue is not None and self.authed and not self.resync and not self.closing:
+            if _route is not None and self.authed and not self.resync and not self.closing:
                 self._arm_fast()
         else:
             if partial:
@@ -179,95 +174,56 @@ class ClientConnection(asyncio.Protocol):
             self._check_partial()
 
     def _process_scanned(self, buf: bytes | bytearray) -> int:
-        """``_process`` with the C scanner: the same steps, without building argument lists.
+        """``_process`` with the C loop: it queues the fast requests and stops at each other
+        one, which goes to ``_dispatch`` alone before the loop resumes after it.
 
-        The scanner claims only well-formed requests, with their shard from the ring; at
-        anything else hiredis takes over from that request's first byte, so odd input behaves
-        exactly as without the scanner."""
-        assert _scan is not None
-        pending = self.pending
-        fast = _FAST
+        The C scanner claims only well-formed requests; at anything else hiredis takes over
+        from that request's first byte, so odd input behaves exactly as without the C loop."""
+        assert _route is not None
+        pending_append = self.pending.append
+        add_backend = self.flusher.add_backend
         max_bytes = self.app.max_request_bytes
-        flusher = self.flusher
         pos = 0
         while True:
-            routing = self.app.routing
-            assert routing.native_ring is not None
-            targets = self.targets
-            if self.targets_for is not routing or self.targets_protocol != self.protocol:
-                targets = self._build_targets(routing)
-            authed = self.authed
-            if authed and _enqueue is not None:
-                # The loop below for every request it takes, in one C call; it stops at the
-                # first one that needs anything else, which the loop below handles.
-                pos, done = _enqueue(
-                    buf,
-                    pos,
-                    routing.native_ring,
-                    _FAST_ARITY,
-                    targets,
-                    self,
-                    pending.append,
-                    Slot,
-                    flusher.add_backend,
-                    READY,
-                    max_bytes,
-                )
-                if done:
-                    return pos
-            requests, end, other = _scan(buf, pos, routing.native_ring)
-            for index, (raw, name, key, argc, shard) in enumerate(requests):
-                if len(raw) > max_bytes:
-                    return self._protocol_error(
-                        "Protocol error: request is larger than the sidecar's limit"
-                    )
-                spec = fast.get(name)
-                if spec is not None and key is not None and authed:
-                    arity = spec.arity
-                    if argc == arity if arity > 0 else argc >= -arity:
-                        # The same steps as in _process, inlined in both: a shared method
-                        # would cost a Python call per request.
-                        conn, counts = targets[shard]
-                        slot = Slot(self)
-                        pending.append(slot)
-                        counts[spec] = counts.get(spec, 0) + 1
-                        if conn.state == READY:  # BackendConnection.send, inlined
-                            conn.out.append(raw)
-                            conn.waiters.append(slot)
-                            if not conn.dirty:
-                                flusher.add_backend(conn)
-                        else:
-                            conn.send(raw, slot)
-                        continue
-                self._dispatch(COMMANDS.get(name), _arguments(raw), raw)
-                if self.closing:
-                    return -1
-                if (
-                    self.app.routing is not routing
-                    or self.protocol != self.targets_protocol
-                    or self.authed != authed
-                ):
-                    # Routed or checked on the old state: scan the rest again on the new one.
-                    pos += sum(len(r[0]) for r in requests[: index + 1])
-                    break
-            else:
-                if not other:
-                    return end
+            table = self.app.routes
+            targets: list[tuple[BackendConnection, Counts]] | None = self.targets
+            if self.targets_for is not table or self.targets_protocol != self.protocol:
+                targets = self._build_targets(table)
+            if not self.authed:
+                targets = None  # everything goes to _dispatch, which asks for AUTH
+            assert table.native is not None
+            pos, stop, end, _, _ = _route(
+                buf, pos, table.native, targets, self, pending_append, Slot, add_backend,
+                READY, max_bytes,
+            )  # fmt: skip
+            if stop == STOP_END:
+                return pos
+            if stop == STOP_UNCLAIMED:
                 self.hiredis_mode = True
                 self.reader = hiredis.Reader()
-                self.reader.feed(bytes(buf[end:]))
-                return self._process(buf, end)
+                self.reader.feed(bytes(buf[pos:]))
+                return self._process(buf, pos)
+            raw = bytes(buf[pos:end])
+            pos = end
+            if len(raw) > max_bytes:
+                return self._protocol_error(
+                    "Protocol error: request is larger than the sidecar's limit"
+                )
+            # STOP_ROUTE or STOP_DISPATCH: _dispatch asks the route table for this one request.
+            args = _arguments(raw)
+            self._dispatch(COMMANDS.get(args[0]), args, raw)
+            if self.closing:
+                return -1
 
     def _arm_fast(self) -> None:
-        """Let the next data go straight to ``_enqueue`` (see ``self.fast``)."""
-        routing = self.app.routing
+        """Let the next data go straight to ``_route`` (see ``self.fast``)."""
+        table = self.app.routes
         targets = self.targets
-        if self.targets_for is not routing or self.targets_protocol != self.protocol:
-            targets = self._build_targets(routing)
+        if self.targets_for is not table or self.targets_protocol != self.protocol:
+            targets = self._build_targets(table)
         self.fast = (
-            routing,
-            routing.native_ring,
-            _FAST_ARITY,
+            table,
+            table.native,
             targets,
             self,
             self.pending.append,
@@ -277,15 +233,15 @@ class ClientConnection(asyncio.Protocol):
             self.app.max_request_bytes,
         )
 
-    def _build_targets(self, routing: Routing) -> list[tuple[BackendConnection, Counts]]:
-        """This client's connection and request counters per shard index, for one ring."""
+    def _build_targets(self, table: RouteTable) -> list[tuple[BackendConnection, Counts]]:
+        """This client's connection and request counters per owner, for one table."""
         protocol = self.protocol
         targets = []
-        for pool in routing.pools:
+        for pool in table.pools:
             conns = pool.conns[protocol]
-            targets.append((conns[self.id % len(conns)], pool.requests))
+            targets.append((conns[self.id % len(conns)], pool.c_requests))
         self.targets = targets
-        self.targets_for = routing
+        self.targets_for = table
         self.targets_protocol = protocol
         return targets
 
@@ -293,9 +249,10 @@ class ClientConnection(asyncio.Protocol):
         """Handle every complete request from ``pos``; returns where the rest starts, or -1
         when the connection is closing."""
         gets = self.reader.gets
-        routing = self.app.routing
-        ring_lookup = routing.lookup
-        pools = routing.pools
+        table = self.app.routes
+        ring_lookup = table.lookup
+        stops = table.stops
+        pools = table.pools
         protocol = self.protocol
         cid = self.id
         pending = self.pending
@@ -336,30 +293,35 @@ class ClientConnection(asyncio.Protocol):
                 arity = spec.arity
                 argc = len(args)
                 if argc == arity if arity > 0 else argc >= -arity:
-                    pool = pools[ring_lookup(args[spec.key_index])]
-                    conns = pool.conns[protocol]
-                    slot = Slot(self)
-                    pending.append(slot)
-                    counts = pool.requests
-                    counts[spec] = counts.get(spec, 0) + 1
-                    conn = conns[cid % len(conns)]
-                    if conn.state == READY:  # BackendConnection.send, inlined
-                        conn.out.append(raw)
-                        conn.waiters.append(slot)
-                        if not conn.dirty:
-                            flusher.add_backend(conn)
-                    else:
-                        conn.send(raw, slot)
-                    continue
+                    # The route table's decision (RouteTable.decide, route_decide in C):
+                    # queue it here, or fall through to _dispatch and its route unit.
+                    owner = ring_lookup(args[spec.key_index])
+                    if not stops[owner]:
+                        pool = pools[owner]
+                        conns = pool.conns[protocol]
+                        slot = Slot(self)
+                        pending.append(slot)
+                        counts = pool.python_requests
+                        counts[spec] = counts.get(spec, 0) + 1
+                        conn = conns[cid % len(conns)]
+                        if conn.state == READY:  # BackendConnection.send, inlined
+                            conn.out.append(raw)
+                            conn.waiters.append(slot)
+                            if not conn.dirty:
+                                flusher.add_backend(conn)
+                        else:
+                            conn.send(raw, slot)
+                        continue
             self._dispatch(spec, args, raw)
             if self.closing:
                 return -1
             if self.protocol != protocol:
                 protocol = self.protocol
-            if self.app.routing is not routing:
-                routing = self.app.routing
-                ring_lookup = routing.lookup
-                pools = routing.pools
+            if self.app.routes is not table:
+                table = self.app.routes
+                ring_lookup = table.lookup
+                stops = table.stops
+                pools = table.pools
 
     # -- everything off the hot path -------------------------------------------------------
 
@@ -392,18 +354,20 @@ class ClientConnection(asyncio.Protocol):
             self.reply(resp.error(f"ERR wrong number of arguments for '{spec.name}' command"))
             return
         kind = spec.kind
-        routing = app.routing
+        table = app.routes
         if kind == Kind.LOCAL:
             local = app.stats.local_requests
             local[spec] = local.get(spec, 0) + 1
             self.reply(handshake.answer(self, spec, args))
             return
         if kind == Kind.SINGLE:
-            key = [args[spec.key_index]]
-            self.queue(send_same_shard(routing, spec, key, raw, self, self.protocol, self.id))
+            slot = Slot(self)
+            self.pending.append(slot)
+            key = args[spec.key_index]
+            table.destination(key).send(Outgoing(spec, (key,), raw, slot, self.protocol, self.id))
             return
         if kind == Kind.SPLIT:
-            self.queue(split(routing, spec, args, raw, self, self.protocol, self.id))
+            self.queue(split(table, spec, args, raw, self, self.protocol, self.id))
             return
         assert spec.keys_of is not None
         keys = spec.keys_of(args)
@@ -416,7 +380,7 @@ class ClientConnection(asyncio.Protocol):
                 )
             )
             return
-        self.queue(send_same_shard(routing, spec, keys, raw, self, self.protocol, self.id))
+        self.queue(send_same_shard(table, spec, keys, raw, self, self.protocol, self.id))
 
     def _inline(self, buf: bytes | bytearray, pos: int, parse_error: str = "") -> int:
         """hiredis stopped at ``pos``: an inline command (``PING\\r\\n``) or garbage.

@@ -13,22 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cachefleet.sidecar._speedups import Ring as NativeRing
+    from cachefleet.sidecar._speedups import RouteTable as NativeRouteTable
 
-# (raw request, command name, first key or None, argument count, its shard or -1)
-Request = tuple[bytes, bytes, bytes | None, int, int]
-ScanRequests = Callable[["bytes | bytearray", int, "NativeRing"], tuple[list[Request], int, bool]]
-SplitReplies = Callable[[bytes], tuple[list[bytes], int] | None]
-EnqueueRequests = Callable[..., tuple[int, bool]]
+# (pos, stop, end, owner, reason); see _speedups.c
+RouteRequests = Callable[..., tuple[int, int, int, int, int]]
 DeliverReplies = Callable[[bytes, Any, Callable[[Any], None]], tuple[int, int, bool] | None]
 MakeRing = Callable[[Sequence[int], Sequence[int]], "NativeRing"]
+MakeRouteTable = Callable[["NativeRing", dict[bytes, Any], bytes], "NativeRouteTable"]
 
-scan_requests: ScanRequests | None = None
-split_replies: SplitReplies | None = None
-# server._process_scanned's fast path in one call (see _speedups.c for the arguments)
-enqueue_requests: EnqueueRequests | None = None
+# The client loop's steps for every fast request, with the route table's decision, in one call
+route_requests: RouteRequests | None = None
 # BackendConnection.data_received's loop in one call
 deliver_replies: DeliverReplies | None = None
 make_ring: MakeRing | None = None  # (ring.tokens, ring.owners) -> key look-up in C
+make_route_table: MakeRouteTable | None = None  # (ring, fast commands, stops) -> C route table
 
 if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
     try:
@@ -36,8 +34,7 @@ if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
     except ImportError:
         pass
     else:
-        scan_requests = _speedups.scan_requests
-        split_replies = _speedups.split_replies
-        enqueue_requests = _speedups.enqueue_requests
+        route_requests = _speedups.route_requests
         deliver_replies = _speedups.deliver_replies
         make_ring = _speedups.Ring
+        make_route_table = _speedups.RouteTable

@@ -29,23 +29,37 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 
 
+# Round trips kept for the health monitor between two of its looks (it takes them each time).
+RECENT_LIMIT = 4096
+
+
 @dataclass
 class Latency:
-    """A histogram of shard round trips (one observation per batch written to a shard)."""
+    """A histogram of shard round trips (one observation per batch written to a shard), and
+    the recent ones as they came, for the health monitor's percentiles."""
 
     buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     total: float = 0.0
     count: int = 0
+    recent: list[float] = field(default_factory=list)
 
     def observe(self, seconds: float) -> None:
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.total += seconds
         self.count += 1
+        recent = self.recent
+        if len(recent) < RECENT_LIMIT:
+            recent.append(seconds)
+
+    def take_recent(self) -> list[float]:
+        recent, self.recent = self.recent, []
+        return recent
 
 
 @dataclass
 class ShardStats:
-    requests: dict[CommandSpec, int] = field(default_factory=dict)
+    c_requests: dict[CommandSpec, int] = field(default_factory=dict)  # the C loop
+    python_requests: dict[CommandSpec, int] = field(default_factory=dict)  # the Python paths
     latency: Latency = field(default_factory=Latency)
 
 
@@ -59,6 +73,9 @@ class Stats:
     config_version: str = ""
     config_reloads: int = 0
     config_reload_failures: int = 0
+    routes: dict[str, int] = field(default_factory=dict)  # requests per route unit
+    ejections: dict[tuple[str, str], int] = field(default_factory=dict)  # (shard, cause)
+    readmissions: dict[str, int] = field(default_factory=dict)  # by shard
 
     def shard(self, name: str) -> ShardStats:
         stats = self.shards.get(name)
@@ -68,3 +85,6 @@ class Stats:
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def route(self, unit: str) -> None:
+        self.routes[unit] = self.routes.get(unit, 0) + 1
