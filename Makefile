@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Debian packages the suite and the benchmarks run for real: Redis shards, redis-benchmark, twemproxy.
 DEBIAN_PACKAGES := redis-server redis-tools nutcracker
 
-.PHONY: demo test lint typecheck pytest bench system-packages clean
+.PHONY: demo test lint typecheck pytest bench system-packages control-plane clean
 
 # The sidecar's C extension is built by the install, so a change to it reinstalls too.
 $(STAMP): pyproject.toml $(wildcard sidecar-image/cachefleet/sidecar/*.c)
@@ -39,8 +39,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy sidecar-image/cachefleet operator/cachefleet_operator
 
-pytest: $(STAMP) system-packages
+# The e2e tests' Kubernetes API, unless KUBECONFIG names one: kube-apiserver and
+# kube-controller-manager built once per machine from Debian's source package (about 5 minutes,
+# cached in /var/cache/cachefleet/kube), here rather than inside a test with a timeout.
+control-plane:
+	@if [ -z "$$KUBECONFIG" ]; then tests/e2e/kube/build-control-plane.sh; fi
+
+# Everything, then the sidecar's suites again on its pure-Python path (the reference the C
+# extension must equal): CACHEFLEET_PURE_PYTHON=1 reaches the sidecar processes they start.
+PURE_PYTHON_SUITES := tests/integration tests/sidecar \
+	--ignore=tests/sidecar/test_speedups.py --ignore=tests/sidecar/test_speedups_built.py
+
+pytest: $(STAMP) system-packages control-plane
 	$(BIN)/pytest -q
+	CACHEFLEET_PURE_PYTHON=1 $(BIN)/pytest -q $(PURE_PYTHON_SUITES)
 
 test: lint typecheck pytest
 

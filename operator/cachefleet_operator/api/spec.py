@@ -209,6 +209,39 @@ class L1Spec(ApiModel):
     ttl_ms: int = Field(1000, ge=1, description="How long an entry is served. Default 1000.")
 
 
+class HealthSpec(ApiModel):
+    check_interval_ms: int = Field(
+        1000,
+        ge=50,
+        le=60_000,
+        description="How often each sidecar probes each shard (PING on a connection of its "
+        "own). Default 1000.",
+    )
+    eject_after_failures: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Failed or timed-out probes in a row that eject a shard (its keys then go to "
+        "the gutter). A refused or reset connection, or a request unanswered after "
+        "requestTimeoutMs, ejects at once. Default 3.",
+    )
+    slow_threshold_ms: int = Field(
+        250,
+        ge=1,
+        le=600_000,
+        description="A shard whose recent p99 round trip is above this and at least 4 times the "
+        "other shards' median p99 is ejected as slow (a gray failure). Default 250.",
+    )
+    max_ejection_percent: int = Field(
+        50,
+        ge=0,
+        le=100,
+        description="At most this share of the shards is ejected at once (at least one when "
+        "above 0; 0 never ejects); beyond it a failing shard stays in the ring and its requests "
+        "fail fast. Default 50.",
+    )
+
+
 class SidecarSpec(ApiModel):
     image: str = Field(
         "cachefleet/sidecar:0.1.0",
@@ -229,6 +262,10 @@ class SidecarSpec(ApiModel):
     )
     request_timeout_ms: int = Field(
         1000, ge=1, le=600_000, description="Timeout of one request to a shard. Default 1000."
+    )
+    health: HealthSpec = Field(
+        default_factory=HealthSpec,
+        description="How each sidecar checks the shards and when it ejects one.",
     )
     hot_keys: HotKeysSpec = Field(default_factory=HotKeysSpec, description="Hot-key detection.")
     l1: L1Spec = Field(default_factory=L1Spec, description="In-process L1 cache.")

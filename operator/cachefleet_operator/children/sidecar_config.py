@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from cachefleet.config import (
     AuthConfig,
     GutterConfig,
+    HealthConfig,
     HotKeysConfig,
     L1Config,
     PoolConfig,
@@ -89,6 +90,12 @@ def sidecar_settings(context: RenderContext, routing: Routing) -> SidecarConfig:
         ),
         auth=AuthConfig(shard_password_file=PASSWORD_FILE if spec.auth.enabled else None),
         gutter=gutter,
+        health=HealthConfig(
+            check_interval_ms=sidecar.health.check_interval_ms,
+            eject_after_failures=sidecar.health.eject_after_failures,
+            slow_threshold_ms=sidecar.health.slow_threshold_ms,
+            max_ejection_percent=sidecar.health.max_ejection_percent,
+        ),
         warmup=routing.warmup,
         hot_keys=HotKeysConfig(
             enabled=sidecar.hot_keys.enabled,
