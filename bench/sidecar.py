@@ -1,7 +1,10 @@
 """Sidecar benchmark: redis-benchmark against one Redis directly, twemproxy and the sidecar.
 
 All three run at once on 127.0.0.1: four redis-server shards behind nutcracker (murmur, ketama)
-and behind ``cachefleet sidecar --shards``, plus one standalone redis-server as the reference.
+and behind the sidecar, plus one standalone redis-server as the reference. The sidecar runs
+from a config file with its failure handling on: health checks at their defaults and a gutter
+pool (a sixth redis-server), as the operator renders it. At the end the sidecar's /metrics tell
+which share of the requests its C fast path took and which the Python paths.
 redis-benchmark (50 clients, 64-byte values, random keys over 100k, SET and GET) runs at pipeline
 1 and 16 against each target, interleaved round-robin over several rounds because the machine is
 shared and noisy; the medians over rounds are reported. For the two proxies it also reads the
@@ -34,8 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from cachefleet.config import GutterConfig, HealthConfig, ShardEndpoint  # noqa: E402
+
 from tests.support import (  # noqa: E402
+    Sidecar,
     cpu_seconds,
+    sidecar_config,
     start_nutcracker,
     start_redis_servers,
     start_sidecar,
@@ -174,17 +181,47 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def fleet() -> Iterator[list[Target]]:
-    """Four shards behind twemproxy and the sidecar, and one direct Redis; all stopped after."""
-    with start_redis_servers(5) as servers:
-        shards, direct = servers[:4], servers[4]
+def fleet() -> Iterator[tuple[list[Target], Sidecar]]:
+    """Four shards behind twemproxy and the sidecar (with a gutter member and health checks),
+    and one direct Redis; all stopped after."""
+    with start_redis_servers(6) as servers:
+        shards, direct, gutter = servers[:4], servers[4], servers[5]
         addresses = [s.address for s in shards]
-        with start_nutcracker(addresses) as twemproxy, start_sidecar(addresses) as sidecar:
-            yield [
+        config = sidecar_config(addresses).model_copy(
+            update={
+                "gutter": GutterConfig(
+                    enabled=True, shards=[ShardEndpoint(name="gutter-0", address=gutter.address)]
+                ),
+                "health": HealthConfig(),
+            }
+        )
+        with start_nutcracker(addresses) as twemproxy, start_sidecar(config=config) as sidecar:
+            targets = [
                 Target("direct", direct.port, None),
                 Target("twemproxy", twemproxy.port, twemproxy.pid),
                 Target("sidecar", sidecar.port, sidecar.pid),
             ]
+            yield targets, sidecar
+
+
+def path_shares(sidecar: Sidecar) -> dict[str, Any]:
+    """Requests by path (c, python) and by route unit, from the sidecar's own metrics."""
+    paths: dict[str, float] = {}
+    routes: dict[str, float] = {}
+    for line in sidecar.metrics().splitlines():
+        for prefix, into, label in (
+            ("cachefleet_sidecar_path_requests_total{", paths, 'path="'),
+            ("cachefleet_sidecar_route_requests_total{", routes, 'route="'),
+        ):
+            if line.startswith(prefix):
+                name = line.split(label, 1)[1].split('"', 1)[0]
+                into[name] = float(line.rsplit(" ", 1)[1])
+    total = sum(paths.values()) or 1.0
+    return {
+        "requests": {k: int(v) for k, v in paths.items()},
+        "share": {k: round(v / total, 6) for k, v in paths.items()},
+        "route_units": {k: int(v) for k, v in routes.items()},
+    }
 
 
 def _stop_on_signals() -> None:
@@ -211,7 +248,7 @@ def main() -> int:
     _stop_on_signals()
     started = time.monotonic()
     runs: list[Run] = []
-    with fleet() as targets:
+    with fleet() as (targets, sidecar):
         counts = {
             (t.name, p): args.requests or requests_for(t, p, args.seconds)
             for t in targets
@@ -222,6 +259,7 @@ def main() -> int:
                 for target in targets:
                     count = counts[(target.name, pipeline)]
                     runs.append(measure(target, pipeline, count, round_number))
+        paths = path_shares(sidecar)
     results = summarise(runs)
     comparison = ratios(results)
     report = {
@@ -233,6 +271,8 @@ def main() -> int:
         "seconds_per_run": args.seconds if args.requests is None else None,
         "results": results,
         "sidecar_vs_twemproxy": comparison,
+        "sidecar_features": {"health_checks": True, "gutter": True},
+        "sidecar_paths": paths,
         "elapsed_seconds": round(time.monotonic() - started, 1),
     }
     print(json.dumps(report))
@@ -247,7 +287,8 @@ def main() -> int:
             f"p99 {c['p99']:.2f}x ({'met' if c['p99_met'] else 'MISSED'})"
         )
     verdict = "met" if comparison["all_met"] else "NOT met"
-    print("sidecar bench: " + "; ".join(parts) + f"; all targets {verdict}")
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in sorted(paths["share"].items()))
+    print("sidecar bench: " + "; ".join(parts) + f"; all targets {verdict}; paths: {shares}")
     return 0
 
 

@@ -290,6 +290,32 @@ def test_two_sidecars_never_read_an_old_value_after_recovery(fleet: Fleet) -> No
         client_b.close()
 
 
+def test_a_gutter_restart_during_an_outage_flushes_the_returning_shard(fleet: Fleet) -> None:
+    """The journal died with the gutter member: the shard cannot be cleaned key by key."""
+    config = fleet.config()
+    ring = fleet.ring(config)
+    victim = fleet.shards[2]
+    mine = keys_of(ring, victim.address, 20)
+    with start_sidecar(config=config) as sidecar:
+        client = sidecar.client(protocol=2)
+        for key in mine:
+            client.set(key, "old")
+        time.sleep(3 * CHECK_MS / 1000)  # a journal poll has seen the gutter's run_id
+        victim.process.send_signal(signal.SIGSTOP)
+        wait_for("ejected", lambda: state_of(sidecar, victim.address) == "ejected", 3.0)
+        for key in mine:
+            assert client.set(key, "new")
+        fleet.gutter.process.kill()
+        restart_redis(fleet.gutter)
+        victim.process.send_signal(signal.SIGCONT)
+        wait_for("re-admitted", lambda: state_of(sidecar, victim.address) == "healthy", 20.0)
+        assert [client.get(k) for k in mine] == [None] * len(mine)
+        with victim.client() as shard:
+            assert shard.dbsize() == 0
+        assert "gutter member restarted" in sidecar.log.read_text()
+        client.close()
+
+
 def test_a_partitioned_sidecar_cannot_make_another_read_old_values_for_long(fleet: Fleet) -> None:
     """Only B loses the shard (a cut relay); A keeps it. A write through B goes to the gutter;
     A must stop reading the shard's old value within about one check interval (the journal

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,9 +89,10 @@ def start_redis(
 
 def restart_redis(server: RedisServer, extra: tuple[str, ...] = ()) -> None:
     """A killed server started again, empty, on the same port (``server`` now points at it)."""
-    if server.alive():
-        raise ProcessFailed(f"redis-server :{server.port} is still running")
-    server.process.wait()
+    try:
+        server.process.wait(timeout=5)  # reaped: its port is free
+    except subprocess.TimeoutExpired:
+        raise ProcessFailed(f"redis-server :{server.port} is still running") from None
     fresh = start_redis(server.password, extra, server.port, server.directory)
     server.process = fresh.process
 

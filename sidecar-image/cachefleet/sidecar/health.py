@@ -72,6 +72,7 @@ class ShardHealth:
     reason: str = ""
     cause: Cause | None = None
     since: float = 0.0  # when the state last changed (monotonic)
+    out_since: float = 0.0  # when it last left the ring
     failures: int = 0  # soft failures in a row
     streak: int = 0  # ejections without a lasting recovery between them
     ejections: int = 0
@@ -271,6 +272,8 @@ class HealthPolicy:
                 return self._set(shard, State.FAILING, why, now)
             if now - shard.healthy_since >= MAX_EJECTION_SECONDS:
                 shard.streak = 0
+        if shard.state not in OUT_OF_RING:
+            shard.out_since = now
         shard.streak += 1
         shard.ejections += 1
         shard.failures = 0

@@ -43,7 +43,7 @@ class HealthMonitor:
         self.policy = HealthPolicy(app.config.health, [], 0.0)
         self.controls: dict[str, ControlConnection] = {}
         self.gutter: list[GutterMember] = []
-        self.cleaner = JournalCleaner([], 1.0)
+        self.cleaner = JournalCleaner([], 1.0, self._now)
         self.journal = JournalLost()
         self.holds: dict[str, HoldRoute] = {}
         self.probing: set[str] = set()
@@ -74,10 +74,17 @@ class HealthMonitor:
             if controls.get(name) is not control:
                 control.close()
         self.controls = controls
-        for member in self.gutter:
+        kept = {m.pool.name: m for m in self.gutter}
+        members = []
+        for pool in gutter:
+            member = kept.pop(pool.name, None)
+            if member is None or member.pool is not pool:
+                member = GutterMember(pool, ControlConnection(pool.settings))
+            members.append(member)
+        for member in kept.values():
             member.control.close()
-        self.gutter = [GutterMember(pool, ControlConnection(pool.settings)) for pool in gutter]
-        self.cleaner = JournalCleaner(self.gutter, self._timeout())
+        self.gutter = members
+        self.cleaner = JournalCleaner(self.gutter, self._timeout(), self._now)
 
     def _timeout(self) -> float:
         return self.app.config.pool.request_timeout_ms / 1000
@@ -232,8 +239,11 @@ class HealthMonitor:
         try:
             if control is None:
                 raise CleanupError("the shard left the ring")
+            shard = self.policy.shards[name]
             what = await asyncio.wait_for(
-                self.cleaner.readmit(name, control, lost=name in self.journal.lost),
+                self.cleaner.readmit(
+                    name, control, lost=name in self.journal.lost, out_since=shard.out_since
+                ),
                 self._timeout() * 2,
             )
         except (ControlError, CleanupError, TimeoutError) as error:

@@ -121,10 +121,21 @@ class Journal:
     overflow: bool
 
 
-@dataclass(frozen=True)
+@dataclass
 class GutterMember:
     pool: ShardPool
     control: ControlConnection
+    run_id: str | None = None  # the server's, as last seen: a new one means it restarted empty
+    restarted_at: float | None = None  # when a new run_id was first seen (the monitor's clock)
+
+
+def run_id_of(info: object) -> str | None:
+    """The run_id line of an ``INFO server`` reply."""
+    text = bytes(info).decode("latin-1") if isinstance(info, bytes | bytearray) else ""
+    for line in text.splitlines():
+        if line.startswith("run_id:"):
+            return line[7:].strip()
+    return None
 
 
 class CleanupError(Exception):
@@ -132,9 +143,21 @@ class CleanupError(Exception):
 
 
 class JournalCleaner:
-    def __init__(self, members: Sequence[GutterMember], timeout: float) -> None:
+    def __init__(
+        self, members: Sequence[GutterMember], timeout: float, clock: Callable[[], float]
+    ) -> None:
         self.members = list(members)
         self.timeout = timeout
+        self.clock = clock
+
+    def _seen(self, member: GutterMember, info: object) -> None:
+        run_id = run_id_of(info)
+        if run_id is None:
+            return
+        if member.run_id is not None and run_id != member.run_id:
+            member.restarted_at = self.clock()
+            log.warning("gutter %s restarted: the journals it held are gone", member.pool.name)
+        member.run_id = run_id
 
     async def _call(
         self, control: ControlConnection, commands: list[list[bytes | str | int]]
@@ -146,10 +169,15 @@ class JournalCleaner:
         return replies
 
     async def _read(self, member: GutterMember, shard: str) -> Journal:
-        overflow, entries = await self._call(
+        info, overflow, entries = await self._call(
             member.control,
-            [["EXISTS", overflow_key(shard)], ["ZRANGE", journal_key(shard), 0, -1, "WITHSCORES"]],
+            [
+                ["INFO", "server"],
+                ["EXISTS", overflow_key(shard)],
+                ["ZRANGE", journal_key(shard), 0, -1, "WITHSCORES"],
+            ],
         )
+        self._seen(member, info)
         assert isinstance(entries, list)
         keys = [bytes(k) for k in entries[0::2]]
         scores = [int(float(s)) for s in entries[1::2]]
@@ -168,9 +196,12 @@ class JournalCleaner:
         for start in range(0, len(keys), DELETE_BATCH):
             await self._call(control, [["UNLINK", *keys[start : start + DELETE_BATCH]]])
 
-    async def readmit(self, shard: str, shard_control: ControlConnection, lost: bool) -> str:
-        """Steps 2 to 4 for a shard this sidecar re-admits; returns what it did (for the log).
-        Raises ControlError or CleanupError when the shard itself cannot be cleaned."""
+    async def readmit(
+        self, shard: str, shard_control: ControlConnection, lost: bool, out_since: float
+    ) -> str:
+        """Steps 2 to 4 for a shard this sidecar re-admits, out of the ring since ``out_since``
+        (the clock's time); returns what it did (for the log). Raises ControlError or
+        CleanupError when the shard itself cannot be cleaned."""
         if not self.members:
             return "no gutter: nothing was written elsewhere"
         try:
@@ -181,7 +212,11 @@ class JournalCleaner:
             await self._call(shard_control, [["FLUSHALL", "ASYNC"]])
             return f"flushed (the gutter's journal could not be read: {error})"
         keys = sorted({key for j in journals for key in j.keys})
-        flush = lost or any(j.overflow for j in journals) or len(keys) > DELETE_LIMIT
+        restarted = any(
+            m.restarted_at is not None and m.restarted_at >= out_since for m in self.members
+        )
+        overflow = any(j.overflow for j in journals)
+        flush = lost or restarted or overflow or len(keys) > DELETE_LIMIT
         if flush:
             await self._call(shard_control, [["FLUSHALL", "ASYNC"]])
         else:
@@ -195,7 +230,14 @@ class JournalCleaner:
                     "gutter %s: journal of %s not trimmed: %s", member.pool.name, shard, error
                 )
         if flush:
-            why = "a journal write failed" if lost else f"{len(keys)} keys or more were journaled"
+            if lost:
+                why = "a journal write failed"
+            elif restarted:
+                why = "a gutter member restarted meanwhile, losing its journal"
+            elif overflow:
+                why = "a journal outgrew its bound"
+            else:
+                why = f"{len(keys)} keys were journaled"
             return f"flushed ({why})"
         return f"deleted {len(keys)} keys written through the gutter meanwhile"
 
@@ -210,9 +252,12 @@ class JournalCleaner:
         cleaned: list[tuple[str, int]] = []
         for member in self.members:
             try:
-                (names,) = await self._call(member.control, [["SMEMBERS", INDEX_KEY]])
+                info, names = await self._call(
+                    member.control, [["INFO", "server"], ["SMEMBERS", INDEX_KEY]]
+                )
             except (ControlError, CleanupError):
                 continue
+            self._seen(member, info)
             assert isinstance(names, list)
             for raw_name in names:
                 shard = bytes(raw_name).decode("utf-8", "replace")
