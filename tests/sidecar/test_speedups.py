@@ -21,8 +21,10 @@ import pytest
 from cachefleet.ring import Shard, classic_ring, key_hash
 from cachefleet.sidecar import pool, resp, server
 from cachefleet.sidecar.resp import ProtocolError
-from cachefleet.sidecar.route_table import FAST_COMMANDS
+from cachefleet.sidecar.route_table import FAST_COMMANDS, Mode, RouteClass, RouteTable
+from cachefleet.sidecar.shadow import ShadowRoute
 from cachefleet.sidecar.slots import PartSlot, Slot
+from cachefleet.sidecar.warmup import WarmupRouting, WarmupStats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -412,13 +414,37 @@ def test_route_requests_hands_a_diverted_owner_to_its_route_unit_and_goes_on() -
     assert targets[diverted][0].out == []
 
 
-@given(st.binary(max_size=30), st.lists(st.integers(0, 255), min_size=4, max_size=4))
-def test_the_c_decision_equals_the_python_one(key: bytes, stops: list[int]) -> None:
-    from cachefleet.sidecar.route_table import RouteTable
+NEXT_RING = classic_ring([Shard(f"shard-{i}") for i in range(5)])
 
-    python = RouteTable("v", RING_LOOKUP, (), bytes(stops), (), None)
-    table = native.RouteTable(NATIVE_RING, FAST_COMMANDS, bytes(stops))
-    assert table.decide(key) == python.decide(key)
+
+@settings(max_examples=300)
+@given(
+    st.one_of(st.binary(max_size=30), st.from_regex(rb"\A[a-z{}:0-9]{0,12}\Z")),
+    st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=5, max_size=5),
+    st.sampled_from([Mode.NONE, Mode.SHADOW, Mode.GRACE]),
+    st.integers(0, 10_000),
+    st.sampled_from(list(RouteClass)),
+)
+def test_the_c_decision_equals_the_python_one(
+    key: bytes, stops: list[int], mode: Mode, basis_points: int, klass: RouteClass
+) -> None:
+    """The whole decision, ejections and a 4 -> 5 warm-up included, in C and in Python."""
+    ring = classic_ring([Shard(f"shard-{i}") for i in range(4)])
+    warmup = None
+    native_other = None
+    if mode != Mode.NONE:
+        other = NEXT_RING
+        warmup = WarmupRouting(
+            mode, other.lookup_function(), basis_points, (), WarmupStats(), ShadowRoute,
+            lambda name: True,
+        )  # fmt: skip
+        native_other = native.Ring(other.tokens, other.owners)
+    python = RouteTable("v", ring.lookup_function(), (), bytes(stops), (), None, warmup)
+    table = native.RouteTable(
+        native.Ring(ring.tokens, ring.owners), FAST_COMMANDS, bytes(stops), native_other,
+        int(mode), basis_points,
+    )  # fmt: skip
+    assert table.decide(key, int(klass)) == python.decide(key, klass)
 
 
 def _delivery(

@@ -113,6 +113,13 @@ class WarmupConfig(_Model):
     shadow_percent: float = Field(0.0, ge=0.0, le=100.0)
     next_ring: RingAssignment | None = None
     previous_ring: RingAssignment | None = None
+    change_id: str = Field(
+        "0",
+        min_length=1,
+        max_length=64,
+        description="names this capacity change: the sidecars add what they measure to the hash "
+        "cachefleet:warmup:<changeId> on each warming shard, where the operator reads it",
+    )
 
     @model_validator(mode="after")
     def _rings_for_phase(self) -> Self:

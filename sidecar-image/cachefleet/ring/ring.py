@@ -89,14 +89,17 @@ class Ring:
     def shard_names(self) -> tuple[str, ...]:
         return tuple(shard.name for shard in self.shards)
 
-    def lookup_function(self) -> Callable[[bytes], int]:
-        """A closure from key bytes to shard index, as fast as Python allows.
+    def lookup_function(self, renumber: Sequence[int] | None = None) -> Callable[[bytes], int]:
+        """A closure from key bytes to shard index, as fast as Python allows; with
+        ``renumber``, shard index i is reported as ``renumber[i]`` (another ring's numbering).
 
         Everything it needs is bound to locals, because attribute and global look-ups cost as
         much as the hash itself.
         """
         tokens = list(self.tokens)
         owners = self._owner_of_position
+        if renumber is not None:
+            owners = [renumber[owner] for owner in owners]
         murmur = mmh3.hash
         search = bisect.bisect_left
         tag = hash_tag

@@ -108,12 +108,12 @@ rotl32(uint32_t x, int r)
     return (x << r) | (x >> (32 - r));
 }
 
-/* MurmurHash3 x86_32, seed 0: what mmh3.hash(key, 0, False) returns. */
+/* MurmurHash3 x86_32: what mmh3.hash(key, seed, False) returns. */
 static uint32_t
-murmur3_32(const unsigned char *data, Py_ssize_t len)
+murmur3_32(const unsigned char *data, Py_ssize_t len, uint32_t seed)
 {
     const uint32_t c1 = 0xcc9e2d51, c2 = 0x1b873593;
-    uint32_t h = 0, k;
+    uint32_t h = seed, k;
     Py_ssize_t blocks = len / 4, i;
     for (i = 0; i < blocks; i++) {
         const unsigned char *b = data + 4 * i;
@@ -150,20 +150,27 @@ murmur3_32(const unsigned char *data, Py_ssize_t len)
     return h;
 }
 
+/* The part of a key that is hashed, by the Redis Cluster hash tag rule. */
+static void
+hash_tag(const char **key, Py_ssize_t *len)
+{
+    const char *open = memchr(*key, '{', (size_t)*len);
+    if (open != NULL) {
+        Py_ssize_t start = open - *key + 1;
+        const char *close = memchr(*key + start, '}', (size_t)(*len - start));
+        if (close != NULL && close - *key > start) {
+            *len = close - *key - start;
+            *key += start;
+        }
+    }
+}
+
 /* The owner of a key: the Redis Cluster hash tag rule, then the first token >= its hash. */
 static long
 ring_owner(RingObject *ring, const char *key, Py_ssize_t len)
 {
-    const char *open = memchr(key, '{', (size_t)len);
-    if (open != NULL) {
-        Py_ssize_t start = open - key + 1;
-        const char *close = memchr(key + start, '}', (size_t)(len - start));
-        if (close != NULL && close - key > start) {
-            len = close - key - start;
-            key += start;
-        }
-    }
-    uint32_t h = murmur3_32((const unsigned char *)key, len);
+    hash_tag(&key, &len);
+    uint32_t h = murmur3_32((const unsigned char *)key, len, 0);
     Py_ssize_t lo = 0, hi = ring->count;
     while (lo < hi) {
         Py_ssize_t mid = lo + (hi - lo) / 2;
@@ -340,41 +347,96 @@ scan_arguments(RingObject *ring, PyObject *buf, PyObject *pos_obj, const char **
 
 /* -- the route table: one routing decision per request ------------------------------------ */
 
+/* The warm-up modes and the fast commands' classes (route_table.py has the same numbers). */
+#define MODE_NONE 0
+#define MODE_SHADOW 1
+#define MODE_GRACE 2
+#define CLASS_READ 0        /* a read the warm-up leaves alone */
+#define CLASS_VALUE_READ 1  /* GET: shadowed in a shadow phase, falls back in a grace phase */
+#define CLASS_WRITE 2       /* anything that changes a key */
+#define REASON_SHADOW 3
+#define REASON_GRACE 4
+#define SHADOW_SEED 0x5bd1e995u /* another hash of the key: its place in the shadow percentage */
+
 typedef struct {
     PyObject_HEAD
     RingObject *ring;      /* key -> owner, the index of the owner's pool */
-    PyObject *fast;        /* command name -> (spec, arity): what the fast path may queue */
+    PyObject *fast;        /* command name -> (spec, arity, class): what the fast path queues */
     Py_ssize_t pools;      /* owners are in [0, pools) */
     unsigned char *stops;  /* per owner: 0 = queue on the fast path, else the route reason */
+    RingObject *other;     /* during a warm-up, the other ring (next or previous), same numbering */
+    int mode;
+    long shadow_basis_points; /* of 10000: the share of keys whose reads are shadowed */
 } RouteTableObject;
+
+/* Whether a key falls inside the shadow percentage: by a hash independent of its ring position,
+ * so the warm set only grows as the percentage rises. */
+static int
+in_shadow(const char *key, Py_ssize_t len, long basis_points)
+{
+    hash_tag(&key, &len);
+    return (long)(murmur3_32((const unsigned char *)key, len, SHADOW_SEED) % 10000) < basis_points;
+}
 
 /* The decision for one key: its owner, and 0 (queue it) or the reason for a route unit.
  * RouteTable.decide in route_table.py is the same decision in Python. */
 static int
-route_decide(RouteTableObject *table, const char *key, Py_ssize_t len, long *owner)
+route_decide(RouteTableObject *table, const char *key, Py_ssize_t len, int klass, long *owner)
 {
     long o = ring_owner(table->ring, key, len);
     *owner = o;
-    return table->stops[o];
+    if (table->stops[o])
+        return table->stops[o];
+    if (table->mode == MODE_NONE || klass == CLASS_READ || ring_owner(table->other, key, len) == o)
+        return 0;
+    if (table->mode == MODE_GRACE || klass == CLASS_WRITE)
+        return table->mode == MODE_GRACE ? REASON_GRACE : REASON_SHADOW;
+    return in_shadow(key, len, table->shadow_basis_points) ? REASON_SHADOW : 0;
+}
+
+static int
+owners_within(RingObject *ring, Py_ssize_t pools)
+{
+    Py_ssize_t i;
+    if (ring->count == 0)
+        return 0;
+    for (i = 0; i <= ring->count; i++)
+        if (ring->owners[i] < 0 || ring->owners[i] >= pools)
+            return 0;
+    return 1;
 }
 
 static int
 RouteTable_init(RouteTableObject *self, PyObject *args, PyObject *kwds)
 {
-    PyObject *ring, *fast;
+    PyObject *ring, *fast, *other = Py_None;
     Py_buffer stops;
-    static char *kwlist[] = {"ring", "fast", "stops", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!y*:RouteTable", kwlist, &RingType, &ring,
-                                     &PyDict_Type, &fast, &stops))
+    int mode = MODE_NONE;
+    long basis_points = 0;
+    static char *kwlist[] = {"ring", "fast", "stops", "other", "mode", "shadow_basis_points",
+                             NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!y*|Oil:RouteTable", kwlist, &RingType,
+                                     &ring, &PyDict_Type, &fast, &stops, &other, &mode,
+                                     &basis_points))
         return -1;
-    RingObject *r = (RingObject *)ring;
-    Py_ssize_t i;
-    int bad = r->count == 0 || stops.len == 0;
-    for (i = 0; !bad && i <= r->count; i++)
-        bad = r->owners[i] < 0 || r->owners[i] >= stops.len;
+    int bad = stops.len == 0 || !owners_within((RingObject *)ring, stops.len);
+    const char *why = "every ring owner needs an entry in stops";
+    if (!bad && mode != MODE_NONE) {
+        bad = mode != MODE_SHADOW && mode != MODE_GRACE;
+        why = "mode must be 0, 1 (shadow) or 2 (grace)";
+        if (!bad && (!PyObject_TypeCheck(other, &RingType) ||
+                     !owners_within((RingObject *)other, stops.len))) {
+            bad = 1;
+            why = "a warm-up needs the other ring, its owners numbered like the pools";
+        }
+    }
+    if (!bad && (basis_points < 0 || basis_points > 10000)) {
+        bad = 1;
+        why = "shadow_basis_points must be within 0..10000";
+    }
     if (bad) {
         PyBuffer_Release(&stops);
-        PyErr_SetString(PyExc_ValueError, "every ring owner needs an entry in stops");
+        PyErr_SetString(PyExc_ValueError, why);
         return -1;
     }
     unsigned char *copy = PyMem_Malloc((size_t)stops.len);
@@ -389,9 +451,18 @@ RouteTable_init(RouteTableObject *self, PyObject *args, PyObject *kwds)
     self->pools = stops.len;
     PyBuffer_Release(&stops);
     Py_INCREF(ring);
-    Py_XSETREF(self->ring, r);
+    Py_XSETREF(self->ring, (RingObject *)ring);
     Py_INCREF(fast);
     Py_XSETREF(self->fast, fast);
+    if (mode != MODE_NONE) {
+        Py_INCREF(other);
+        Py_XSETREF(self->other, (RingObject *)other);
+    }
+    else {
+        Py_CLEAR(self->other);
+    }
+    self->mode = mode;
+    self->shadow_basis_points = basis_points;
     return 0;
 }
 
@@ -400,29 +471,31 @@ RouteTable_dealloc(RouteTableObject *self)
 {
     Py_XDECREF(self->ring);
     Py_XDECREF(self->fast);
+    Py_XDECREF(self->other);
     PyMem_Free(self->stops);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
-RouteTable_decide(RouteTableObject *self, PyObject *key)
+RouteTable_decide(RouteTableObject *self, PyObject *args)
 {
     long owner;
-    if (!PyBytes_Check(key)) {
-        PyErr_SetString(PyExc_TypeError, "key must be bytes");
+    PyObject *key;
+    int klass = CLASS_VALUE_READ;
+    if (!PyArg_ParseTuple(args, "O!|i:decide", &PyBytes_Type, &key, &klass))
         return NULL;
-    }
     if (self->ring == NULL) {
         PyErr_SetString(PyExc_ValueError, "RouteTable not initialised");
         return NULL;
     }
-    int reason = route_decide(self, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), &owner);
+    int reason =
+        route_decide(self, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), klass, &owner);
     return Py_BuildValue("(li)", owner, reason);
 }
 
 static PyMethodDef RouteTable_methods[] = {
-    {"decide", (PyCFunction)RouteTable_decide, METH_O,
-     "decide(key) -> (owner, reason): reason 0 means the fast path queues it"},
+    {"decide", (PyCFunction)RouteTable_decide, METH_VARARGS,
+     "decide(key, klass=1) -> (owner, reason): reason 0 means the fast path queues it"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -432,7 +505,8 @@ static PyTypeObject RouteTableType = {
     .tp_basicsize = sizeof(RouteTableObject),
     .tp_dealloc = (destructor)RouteTable_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "RouteTable(ring, fast, stops): one routing snapshot, as route_table.py builds it",
+    .tp_doc = "RouteTable(ring, fast, stops, other=None, mode=0, shadow_basis_points=0): one "
+              "routing snapshot, as route_table.py builds it",
     .tp_methods = RouteTable_methods,
     .tp_init = (initproc)RouteTable_init,
     .tp_new = PyType_GenericNew,
@@ -561,7 +635,7 @@ PyDoc_STRVAR(route_requests_doc,
 "route_requests(buf, pos, table, targets, client, pending_append, slot_type, add_backend,\n"
 "               ready, max_bytes) -> (pos, stop, end, owner, reason)\n\n"
 "From pos, queue every complete well-formed request whose name is in table's fast commands\n"
-"(name -> (spec, arity)) with a key, a matching argument count, at most max_bytes, and a\n"
+"(name -> (spec, arity, class)) with a key, a matching argument count, at most max_bytes, and a\n"
 "route decision of 0, as the Python loop does: a new slot_type(client) appended with\n"
 "pending_append, targets[owner][1][spec] bumped, and the raw bytes and slot given to the\n"
 "connection targets[owner][0] (appended to its out and waiters when its state == ready,\n"
@@ -621,16 +695,17 @@ route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 return NULL;
             break;
         }
-        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
-            PyErr_SetString(PyExc_TypeError, "fast values must be (spec, arity)");
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3) {
+            PyErr_SetString(PyExc_TypeError, "fast values must be (spec, arity, class)");
             return NULL;
         }
         long arity = PyLong_AsLong(PyTuple_GET_ITEM(entry, 1));
-        if (arity == -1 && PyErr_Occurred())
+        long klass = PyLong_AsLong(PyTuple_GET_ITEM(entry, 2));
+        if ((arity == -1 || klass == -1) && PyErr_Occurred())
             return NULL;
         if (arity > 0 ? q.argc != arity : q.argc < -arity)
             break;
-        reason = route_decide(table, p + q.key_at, q.key_len, &owner);
+        reason = route_decide(table, p + q.key_at, q.key_len, (int)klass, &owner);
         if (reason) {
             stop = STOP_ROUTE;
             break;

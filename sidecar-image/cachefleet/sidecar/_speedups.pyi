@@ -6,8 +6,16 @@ class Ring:
     def lookup(self, key: bytes, /) -> int: ...
 
 class RouteTable:
-    def __init__(self, ring: Ring, fast: dict[bytes, tuple[Any, int]], stops: bytes) -> None: ...
-    def decide(self, key: bytes, /) -> tuple[int, int]: ...
+    def __init__(
+        self,
+        ring: Ring,
+        fast: dict[bytes, tuple[Any, int, int]],
+        stops: bytes,
+        other: Ring | None = None,
+        mode: int = 0,
+        shadow_basis_points: int = 0,
+    ) -> None: ...
+    def decide(self, key: bytes, klass: int = 1, /) -> tuple[int, int]: ...
 
 def route_requests(
     buf: bytes | bytearray,

@@ -93,6 +93,8 @@ class SidecarCollector(Collector):
         for shard, count in list(stats.readmissions.items()):
             readmissions.add_metric([shard], count)
         yield readmissions
+        yield from warmup_metrics(app)
+
         states = GaugeMetricFamily(
             f"{PREFIX}_shard_state", "1 for each shard's health state", labels=["shard", "state"]
         )
@@ -162,6 +164,61 @@ class SidecarCollector(Collector):
         reloads.add_metric(["applied"], stats.config_reloads)
         reloads.add_metric(["rejected"], stats.config_reload_failures)
         yield reloads
+
+
+def warmup_metrics(app: Sidecar) -> Iterator[Metric]:
+    """What the shadow and grace routes did during the current capacity change."""
+    warm = app.warmup_stats
+    section = app.config.warmup
+    info = GaugeMetricFamily(
+        f"{PREFIX}_warmup_info",
+        "The capacity change in progress (1), by change id, phase and shadow percentage",
+        labels=["change", "phase", "percent"],
+    )
+    if section is not None:
+        info.add_metric([section.change_id, section.phase, f"{section.shadow_percent:g}"], 1)
+    yield info
+    shadowed = CounterMetricFamily(
+        f"{PREFIX}_warmup_shadowed",
+        "Shadow work sent to warming owners: read, mirror, invalidate, grace_delete",
+        labels=["kind"],
+    )
+    for kind, count in list(warm.shadowed.items()):
+        shadowed.add_metric([kind], count)
+    yield shadowed
+    reads = CounterMetricFamily(
+        f"{PREFIX}_warmup_reads",
+        "Shadowed reads of moved keys that the active owner hit, by whether the warming owner "
+        "hit too",
+        labels=["shard", "result"],
+    )
+    for result, table in (("hit", warm.hits), ("miss", warm.misses)):
+        for shard, count in list(table.items()):
+            reads.add_metric([shard, result], count)
+    yield reads
+    ratio = GaugeMetricFamily(
+        f"{PREFIX}_warmup_hit_ratio", "The warming owners' hit ratio on moved keys, so far"
+    )
+    measured = warm.hit_ratio()
+    if measured is not None:
+        ratio.add_metric([], measured)
+    yield ratio
+    fallback = CounterMetricFamily(
+        f"{PREFIX}_warmup_fallback",
+        "Grace-phase reads that missed on the new owner and went to the previous one",
+        labels=["result"],
+    )
+    fallback.add_metric(["hit"], warm.fallback_hits)
+    fallback.add_metric(["miss"], warm.fallback_misses)
+    yield fallback
+    for name, value, text in (
+        ("copies", warm.copies, "Values copied to a warming owner after its miss"),
+        ("fills", warm.fills, "Values filled into a new owner after a fallback hit"),
+        ("dropped", warm.dropped, "Shadow work not sent: the warming connection was full or down"),
+    ):
+        counter = CounterMetricFamily(f"{PREFIX}_warmup_{name}", text)
+        counter.add_metric([], value)
+        yield counter
 
 
 def build_registry(app: Sidecar) -> CollectorRegistry:

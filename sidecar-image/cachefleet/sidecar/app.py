@@ -19,13 +19,16 @@ from pathlib import Path
 from cachefleet.config import SidecarConfig
 from cachefleet.sidecar.admin import AdminServer
 from cachefleet.sidecar.flusher import Flusher
+from cachefleet.sidecar.grace import GraceRoute
 from cachefleet.sidecar.monitor import HealthMonitor
 from cachefleet.sidecar.pool import FailureHandler, ShardPool, ShardSettings
 from cachefleet.sidecar.reload import ConfigWatcher
-from cachefleet.sidecar.route_table import RouteTable, build_route_table
+from cachefleet.sidecar.route_table import Mode, RouteTable, build_route_table
 from cachefleet.sidecar.server import ClientConnection
+from cachefleet.sidecar.shadow import ShadowRoute
 from cachefleet.sidecar.speedups import make_ring
 from cachefleet.sidecar.stats import Stats
+from cachefleet.sidecar.warmup import WarmupRouting, WarmupStats
 
 log = logging.getLogger("cachefleet.sidecar")
 
@@ -53,6 +56,7 @@ class Sidecar:
         self.gutter: dict[str, ShardPool] = {}  # the gutter's members, by name
         self.retired: list[ShardPool] = []
         self.health = HealthMonitor(self)
+        self.warmup_stats = WarmupStats()
         self.clients: set[ClientConnection] = set()
         self.ready = False
         self.client_password: bytes | None = None
@@ -98,7 +102,16 @@ class Sidecar:
                 pools[name] = pool
             return pools
 
-        pools = pools_for({n: endpoints[n] for n in ring.shard_names}, self.pools, self.health)
+        other = None
+        if config.warmup is not None:
+            other_ring = config.warmup.next_ring or config.warmup.previous_ring
+            assert other_ring is not None  # the schema requires the phase's ring
+            other = other_ring.to_ring()
+        # The active ring's shards first (their pool index is their owner number), then the
+        # shards only the other ring of a warm-up names.
+        names = list(ring.shard_names)
+        names += [n for n in (other.shard_names if other else ()) if n not in names]
+        pools = pools_for({n: endpoints[n] for n in names}, self.pools, self.health)
         gutter_addresses = (
             {s.name: s.address for s in config.gutter.shards} if config.gutter.enabled else {}
         )
@@ -118,11 +131,23 @@ class Sidecar:
         self.max_request_bytes = config.limits.max_request_bytes
         previous = self.config.config_version
         self.config = config
-        self._ring_pools = tuple(pools[name] for name in ring.shard_names)
+        self._ring_pools = tuple(pools[name] for name in names)
         self._native_ring = make_ring(ring.tokens, ring.owners) if make_ring is not None else None
         self._lookup = (
             self._native_ring.lookup if self._native_ring is not None else ring.lookup_function()
         )
+        self._other_lookup = None
+        self._native_other = None
+        if other is not None:
+            # The other ring numbered like the pools, so both rings' owners compare directly.
+            renumber = [names.index(n) for n in other.shard_names]
+            self._other_lookup = other.lookup_function(renumber)
+            if make_ring is not None:
+                owners = [renumber[o] for o in other.owners]
+                self._native_other = make_ring(other.tokens, owners)
+        change = config.warmup.change_id if config.warmup is not None else ""
+        if change != self.warmup_stats.change_id:
+            self.warmup_stats = WarmupStats(change_id=change, lost=self.warmup_stats.lost)
         self.health.configure(config, pools, list(gutter.values()))
         self.rebuild_routes()
         self.stats.config_version = config.config_version
@@ -134,14 +159,29 @@ class Sidecar:
             )  # fmt: skip
 
     def rebuild_routes(self) -> None:
-        """Compile the route table for the current ring and ejections, and swap it in."""
+        """Compile the route table for the current ring, warm-up and ejections; swap it in."""
         pools = self._ring_pools
+        warmup = None
+        section = self.config.warmup
+        if section is not None and self._other_lookup is not None:
+            shadow = section.phase == "shadow"
+            warmup = WarmupRouting(
+                Mode.SHADOW if shadow else Mode.GRACE,
+                self._other_lookup,
+                round(section.shadow_percent * 100),
+                pools,
+                self.warmup_stats,
+                ShadowRoute if shadow else GraceRoute,
+                self.health.serves,
+            )
         self.routes: RouteTable = build_route_table(
             self.config.config_version,
             self._lookup,
             self._native_ring,
             pools,
             self.health.diverted(pools),
+            warmup,
+            self._native_other,
         )
 
     def _rejected(self, reason: str) -> None:

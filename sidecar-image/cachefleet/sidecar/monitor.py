@@ -28,6 +28,7 @@ from cachefleet.sidecar.pool import ShardPool
 from cachefleet.sidecar.recovery import CleanupError, GutterMember, HoldRoute, JournalCleaner
 from cachefleet.sidecar.route_table import ErrorRoute, Outgoing, OwnerRoute, Reason
 from cachefleet.sidecar.slots import Slot
+from cachefleet.sidecar.warmup import STATS_PREFIX, STATS_RETENTION_SECONDS
 
 if TYPE_CHECKING:
     from cachefleet.sidecar.app import Sidecar
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("cachefleet.sidecar.health")
 
 TICK_SECONDS = 0.05  # how often due probes are looked for
+HEARTBEAT_SECONDS = 5.0  # how often the sidecar says which config it runs
+# Where sidecars say which config they run: a hash (sidecar id -> "configVersion unixTime") on
+# the shard that owns this key on their active ring, where the operator reads it.
+HEARTBEAT_KEY = b"cachefleet:sidecars"
 
 
 class HealthMonitor:
@@ -53,6 +58,7 @@ class HealthMonitor:
         self._runner: asyncio.Task[None] | None = None
         self._polling = False
         self._next_check = 0.0
+        self._next_heartbeat = 0.0
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -142,6 +148,8 @@ class HealthMonitor:
         spec = lookup(args[0]) if args else None
         if spec is None or spec.access != Access.READ or not self.gutter:
             return False
+        if slot.client is None and not getattr(slot.parent, "retryable", False):
+            return False  # the sidecar's own work (a probe, a shadow read): not the client's
         keys = keys_of(spec, args)
         if not keys:
             return False
@@ -199,6 +207,10 @@ class HealthMonitor:
         if self.gutter and not self._polling:
             self._polling = True
             self._spawn(self._poll())
+        self._report_warmup()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + HEARTBEAT_SECONDS
+            self._spawn(self._heartbeat())
 
     def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -240,12 +252,21 @@ class HealthMonitor:
             if control is None:
                 raise CleanupError("the shard left the ring")
             shard = self.policy.shards[name]
-            what = await asyncio.wait_for(
-                self.cleaner.readmit(
-                    name, control, lost=name in self.journal.lost, out_since=shard.out_since
-                ),
-                self._timeout() * 2,
-            )
+            unsynced = self.app.warmup_stats.lost.pop(name, set())
+            try:
+                what = await asyncio.wait_for(
+                    self.cleaner.readmit(
+                        name,
+                        control,
+                        lost=name in self.journal.lost,
+                        out_since=shard.out_since,
+                        unsynced=unsynced,
+                    ),
+                    self._timeout() * 2,
+                )
+            except BaseException:
+                self.app.warmup_stats.lost.setdefault(name, set()).update(unsynced)
+                raise
         except (ControlError, CleanupError, TimeoutError) as error:
             self.holds.pop(name, None)
             self._apply(self.policy.recovery_failed(name, str(error) or "timed out", self._now()))
@@ -272,9 +293,7 @@ class HealthMonitor:
 
     async def _poll(self) -> None:
         try:
-            cleaned = await self.cleaner.poll(
-                lambda name: self._serves(name), self.controls.get, self.identity
-            )
+            cleaned = await self.cleaner.poll(self.serves, self.controls.get, self.identity)
             for shard, count in cleaned:
                 log.info(
                     "deleted %d keys on %s that were written through the gutter meanwhile",
@@ -283,7 +302,51 @@ class HealthMonitor:
         finally:
             self._polling = False
 
-    def _serves(self, name: str) -> bool:
+    def _report_warmup(self) -> None:
+        """Add what this sidecar measured since the last report to each warming shard's
+        counters (the operator sums every sidecar's there)."""
+        stats = self.app.warmup_stats
+        if not stats.change_id:
+            return
+        for shard, counts in list(stats.unreported.items()):
+            control = self.controls.get(shard)
+            if control is None or not any(counts):
+                continue
+            del stats.unreported[shard]
+            self._spawn(self._add_counts(control, shard, stats.change_id, counts))
+
+    async def _add_counts(
+        self, control: ControlConnection, shard: str, change_id: str, counts: list[int]
+    ) -> None:
+        key = f"{STATS_PREFIX}:{change_id}"
+        try:
+            await control.call(
+                [
+                    ["HINCRBY", key, "hits", counts[0]],
+                    ["HINCRBY", key, "misses", counts[1]],
+                    ["EXPIRE", key, STATS_RETENTION_SECONDS],
+                ],
+                self._timeout(),
+            )
+        except ControlError:
+            stats = self.app.warmup_stats
+            if stats.change_id == change_id:  # try again next time
+                pending = stats.unreported.setdefault(shard, [0, 0])
+                pending[0] += counts[0]
+                pending[1] += counts[1]
+
+    async def _heartbeat(self) -> None:
+        table = self.app.routes
+        owner = table.pools[table.lookup(HEARTBEAT_KEY)].name
+        control = self.controls.get(owner)
+        if control is None:
+            return
+        value = f"{self.app.config.config_version} {int(time.time())}"
+        with contextlib.suppress(ControlError):
+            await control.call([["HSET", HEARTBEAT_KEY, self.identity, value]], self._timeout())
+
+    def serves(self, name: str) -> bool:
+        """Whether requests may be sent to ``name``: it is in the ring, not ejected."""
         shard = self.policy.shards.get(name)
         return shard is not None and shard.state in (State.HEALTHY, State.FAILING)
 

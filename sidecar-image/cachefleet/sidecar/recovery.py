@@ -34,6 +34,7 @@ from cachefleet.sidecar.gutter import INDEX_KEY, journal_key, overflow_key
 from cachefleet.sidecar.pool import READY, ShardPool
 from cachefleet.sidecar.route_table import Outgoing, Route, RouteTable
 from cachefleet.sidecar.slots import PartSlot, Slot
+from cachefleet.sidecar.warmup import LOST_LIMIT
 
 log = logging.getLogger("cachefleet.sidecar.recovery")
 
@@ -197,13 +198,24 @@ class JournalCleaner:
             await self._call(control, [["UNLINK", *keys[start : start + DELETE_BATCH]]])
 
     async def readmit(
-        self, shard: str, shard_control: ControlConnection, lost: bool, out_since: float
+        self,
+        shard: str,
+        shard_control: ControlConnection,
+        lost: bool,
+        out_since: float,
+        unsynced: set[bytes] | None = None,
     ) -> str:
         """Steps 2 to 4 for a shard this sidecar re-admits, out of the ring since ``out_since``
-        (the clock's time); returns what it did (for the log). Raises ControlError or
-        CleanupError when the shard itself cannot be cleaned."""
+        (the clock's time), with the keys whose warm-up invalidation never reached it
+        (``unsynced``; past ``LOST_LIMIT`` of them the shard is flushed); returns what it did
+        (for the log). Raises ControlError or CleanupError when the shard cannot be cleaned."""
+        unsynced = unsynced or set()
+        if len(unsynced) > LOST_LIMIT:
+            await self._call(shard_control, [["FLUSHALL", "ASYNC"]])
+            return f"flushed ({len(unsynced)} warm-up invalidations could not reach it)"
         if not self.members:
-            return "no gutter: nothing was written elsewhere"
+            await self._delete(shard_control, sorted(unsynced))
+            return f"no gutter; deleted {len(unsynced)} keys whose invalidation was lost"
         try:
             await drain([m.pool for m in self.members], self.timeout)
             journals = [await self._read(m, shard) for m in self.members]
@@ -211,7 +223,7 @@ class JournalCleaner:
             # The gutter cannot say what changed while the shard was out: trust nothing on it.
             await self._call(shard_control, [["FLUSHALL", "ASYNC"]])
             return f"flushed (the gutter's journal could not be read: {error})"
-        keys = sorted({key for j in journals for key in j.keys})
+        keys = sorted({key for j in journals for key in j.keys} | unsynced)
         restarted = any(
             m.restarted_at is not None and m.restarted_at >= out_since for m in self.members
         )

@@ -318,3 +318,17 @@ def split_requests(data: Bytes) -> list[tuple[bytes, list[bytes]]]:
             return requests
         requests.append((bytes(data[pos:end]), args))
         pos = end
+
+
+def bulk_value(reply: bytes) -> bytes | None:
+    """The payload of a bulk string reply, or None when the reply is something else."""
+    if reply[:1] != b"$":
+        return None
+    eol = reply.find(CRLF)
+    try:
+        size = int(reply[1:eol])
+    except ValueError:
+        return None
+    if size < 0 or len(reply) != eol + 2 + size + 2:
+        return None
+    return reply[eol + 2 : eol + 2 + size]

@@ -4,10 +4,13 @@ A config apply, an ejection or a re-admission builds a new table and swaps it in
 already queued keep the connections they were given. The decision for a key is its owner on the
 ring, then ``stops[owner]``: 0 queues it on the fast path to the owner's connection, anything
 else (a ``Reason``) hands that one request to a route unit instead, and the next request of the
-same buffer is back on the fast path. The C loop (``_speedups.route_requests``) reads the same
-``stops`` through ``native``; the Python loop in ``server`` reads them here. Everything that is
-not a plain single-key command (multi-key commands, a route unit's request, a retry) asks
-``destination(key)``, which names the ``Route`` that sends it.
+same buffer is back on the fast path. During a capacity change (``warmup``) a key whose owner
+differs on the other ring also stops, by its command's class: writes always, GETs in a shadow
+phase when the key is inside the shadow percentage, GETs in a grace phase. The C loop
+(``_speedups.route_requests``) takes the same decision from ``native``; the Python loop in
+``server`` takes it here (``decide``). Everything that is not a plain single-key command
+(multi-key commands, a route unit's request, a retry) asks ``destination(key)``, which names
+the ``Route`` that sends it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol
 
 from cachefleet.sidecar import resp
-from cachefleet.sidecar.commands import COMMANDS, CommandSpec, Kind
+from cachefleet.sidecar.commands import COMMANDS, Access, CommandSpec, Kind
 from cachefleet.sidecar.resp import Bytes
 from cachefleet.sidecar.slots import Slot
 from cachefleet.sidecar.speedups import make_route_table
@@ -30,19 +33,57 @@ if TYPE_CHECKING:
 
 
 class Reason(IntEnum):
-    """Why a request leaves the fast path (0 in ``stops``: it does not)."""
+    """Why a request leaves the fast path (0: it does not). The same numbers in _speedups.c."""
 
     FAST = 0
     GUTTER = 1  # the owner is ejected: the gutter pool serves its keys
     HOLD = 2  # the owner is being re-admitted: its requests wait for the clean-up
+    SHADOW = 3  # a moved key in a shadow phase: the warming owner gets a copy of the work
+    GRACE = 4  # a moved key in a grace phase: a miss is retried on the previous owner
 
 
+class Mode(IntEnum):
+    """The warm-up phase the table routes in (``WarmupConfig.phase``)."""
+
+    NONE = 0
+    SHADOW = 1
+    GRACE = 2
+
+
+class RouteClass(IntEnum):
+    """What a warm-up does with a fast command's request for a moved key."""
+
+    READ = 0  # a read it leaves alone: the active owner answers
+    VALUE_READ = 1  # GET: shadowed (measured, copied) or retried on the previous owner
+    WRITE = 2  # changes the key: the other owner must never keep an older value
+
+
+def route_class(spec: CommandSpec) -> RouteClass:
+    if spec.access == Access.READ:
+        return RouteClass.VALUE_READ if spec.name == "get" else RouteClass.READ
+    return RouteClass.WRITE
+
+
+ROUTE_CLASSES: dict[CommandSpec, int] = {spec: route_class(spec) for spec in COMMANDS.values()}
 # The commands the fast paths queue themselves: one key, right after the command name.
-FAST_COMMANDS: dict[bytes, tuple[CommandSpec, int]] = {
-    name: (spec, spec.arity)
+FAST_COMMANDS: dict[bytes, tuple[CommandSpec, int, int]] = {
+    name: (spec, spec.arity, route_class(spec))
     for name, spec in COMMANDS.items()
     if spec.kind is Kind.SINGLE and spec.key_index == 1
 }
+
+
+class Warmup(Protocol):
+    """A capacity change as the route table sees it (``warmup.WarmupRouting``)."""
+
+    mode: Mode
+    basis_points: int  # of 10000: the shadow percentage
+
+    def other_owner(self, key: bytes) -> int: ...
+
+    def stops(self, key: bytes, owner: int, klass: int) -> bool: ...
+
+    def route(self, owner: int, other: int) -> Route: ...
 
 
 @dataclass(slots=True)
@@ -113,23 +154,35 @@ class ErrorRoute:
 class RouteTable:
     version: str
     lookup: Callable[[bytes], int]
-    pools: tuple[ShardPool, ...]  # by owner (ring shard index)
+    pools: tuple[ShardPool, ...]  # by pool index: the active ring's shards first, as owners
     stops: bytes  # by owner: a Reason, 0 for the fast path
     routes: tuple[OwnerRoute, ...]  # by owner: ShardRoute, or the route unit of its reason
     native: NativeRouteTable | None = None  # the same table for the C loop
+    warmup: Warmup | None = None  # a capacity change in progress
 
     @property
     def plain(self) -> bool:
         """Nothing leaves the fast path."""
-        return not any(self.stops)
+        return not any(self.stops) and self.warmup is None
 
-    def decide(self, key: bytes) -> tuple[int, int]:
-        """(owner, reason): the decision the fast paths take, for tests and tools."""
+    def decide(self, key: bytes, klass: int = RouteClass.VALUE_READ) -> tuple[int, int]:
+        """(owner, reason): the decision the fast paths take (the Python loop inlines it)."""
         owner = self.lookup(key)
-        return owner, self.stops[owner]
+        stop = self.stops[owner]
+        if stop:
+            return owner, stop
+        warmup = self.warmup
+        if warmup is not None and warmup.stops(key, owner, klass):
+            return owner, Reason.SHADOW if warmup.mode == Mode.SHADOW else Reason.GRACE
+        return owner, Reason.FAST
 
     def destination(self, key: bytes) -> Route:
-        return self.routes[self.lookup(key)].for_key(key)
+        owner = self.lookup(key)
+        if not self.stops[owner] and self.warmup is not None:
+            other = self.warmup.other_owner(key)
+            if other != owner:
+                return self.warmup.route(owner, other)
+        return self.routes[owner].for_key(key)
 
 
 def build_route_table(
@@ -138,8 +191,12 @@ def build_route_table(
     native_ring: NativeRing | None,
     pools: Sequence[ShardPool],
     diverted: Mapping[int, tuple[Reason, OwnerRoute]],
+    warmup: Warmup | None = None,
+    native_other: NativeRing | None = None,
 ) -> RouteTable:
-    """A table over ``pools`` (by owner) where the owners in ``diverted`` go to a route unit."""
+    """A table over ``pools`` where the owners in ``diverted`` go to a route unit, and the
+    moved keys of a capacity change (``warmup``, with the other ring as ``native_other`` for the
+    C loop) to its route units."""
     routes: list[OwnerRoute] = [ShardRoute(pool) for pool in pools]
     stops = bytearray(len(pools))
     for owner, (reason, route) in diverted.items():
@@ -147,5 +204,11 @@ def build_route_table(
         routes[owner] = route
     native = None
     if make_route_table is not None and native_ring is not None:
-        native = make_route_table(native_ring, FAST_COMMANDS, bytes(stops))
-    return RouteTable(version, lookup, tuple(pools), bytes(stops), tuple(routes), native)
+        if warmup is not None and native_other is not None:
+            native = make_route_table(
+                native_ring, FAST_COMMANDS, bytes(stops), native_other, warmup.mode,
+                warmup.basis_points,
+            )  # fmt: skip
+        else:
+            native = make_route_table(native_ring, FAST_COMMANDS, bytes(stops))
+    return RouteTable(version, lookup, tuple(pools), bytes(stops), tuple(routes), native, warmup)

@@ -22,6 +22,8 @@ class SplitRequest:
 
     __slots__ = ("kind", "positions", "remaining", "replies", "slot", "total")
 
+    retryable = True  # a part in flight on a failed connection may be sent elsewhere
+
     def __init__(self, slot: Slot, kind: Split, parts: int, total: int) -> None:
         self.slot = slot
         self.kind = kind

@@ -24,7 +24,7 @@ from cachefleet.sidecar import handshake, resp
 from cachefleet.sidecar.commands import COMMANDS, CommandSpec, Kind, lookup
 from cachefleet.sidecar.pool import READY, BackendConnection
 from cachefleet.sidecar.resp import Bytes, ProtocolError, request_end
-from cachefleet.sidecar.route_table import Outgoing, RouteTable
+from cachefleet.sidecar.route_table import ROUTE_CLASSES, Outgoing, RouteTable
 from cachefleet.sidecar.router import send_same_shard, split
 from cachefleet.sidecar.slots import Slot
 from cachefleet.sidecar.speedups import route_requests as _route
@@ -253,6 +253,7 @@ class ClientConnection(asyncio.Protocol):
         ring_lookup = table.lookup
         stops = table.stops
         pools = table.pools
+        warmup = table.warmup
         protocol = self.protocol
         cid = self.id
         pending = self.pending
@@ -295,8 +296,11 @@ class ClientConnection(asyncio.Protocol):
                 if argc == arity if arity > 0 else argc >= -arity:
                     # The route table's decision (RouteTable.decide, route_decide in C):
                     # queue it here, or fall through to _dispatch and its route unit.
-                    owner = ring_lookup(args[spec.key_index])
-                    if not stops[owner]:
+                    key = args[spec.key_index]
+                    owner = ring_lookup(key)
+                    if not stops[owner] and (
+                        warmup is None or not warmup.stops(key, owner, ROUTE_CLASSES[spec])
+                    ):
                         pool = pools[owner]
                         conns = pool.conns[protocol]
                         slot = Slot(self)
@@ -322,6 +326,7 @@ class ClientConnection(asyncio.Protocol):
                 ring_lookup = table.lookup
                 stops = table.stops
                 pools = table.pools
+                warmup = table.warmup
 
     # -- everything off the hot path -------------------------------------------------------
 

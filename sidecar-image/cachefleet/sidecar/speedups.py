@@ -19,14 +19,15 @@ if TYPE_CHECKING:
 RouteRequests = Callable[..., tuple[int, int, int, int, int]]
 DeliverReplies = Callable[[bytes, Any, Callable[[Any], None]], tuple[int, int, bool] | None]
 MakeRing = Callable[[Sequence[int], Sequence[int]], "NativeRing"]
-MakeRouteTable = Callable[["NativeRing", dict[bytes, Any], bytes], "NativeRouteTable"]
+MakeRouteTable = Callable[..., "NativeRouteTable"]
 
 # The client loop's steps for every fast request, with the route table's decision, in one call
 route_requests: RouteRequests | None = None
 # BackendConnection.data_received's loop in one call
 deliver_replies: DeliverReplies | None = None
 make_ring: MakeRing | None = None  # (ring.tokens, ring.owners) -> key look-up in C
-make_route_table: MakeRouteTable | None = None  # (ring, fast commands, stops) -> C route table
+# (ring, fast commands, stops[, other ring, mode, shadow basis points]) -> C route table
+make_route_table: MakeRouteTable | None = None
 
 if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
     try:

@@ -1,0 +1,357 @@
+"""Shadow and grace routes with real shards and an in-process sidecar (both builds: make test
+runs tests/sidecar again with CACHEFLEET_PURE_PYTHON=1).
+
+The fleet goes from four shards to five: shard 4 is new, and the keys that move to it are the
+ones these tests look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aredis
+from cachefleet.config import ShardEndpoint, SidecarConfig, WarmupConfig
+from cachefleet.ring import Ring, RingAssignment, Shard, classic_ring
+from cachefleet.sidecar import Sidecar
+from cachefleet.sidecar.warmup import in_shadow, tombstone
+
+from tests.support.relay import relay
+
+from .conftest import Shard_, make_config, start_shard, start_sidecar
+
+pytestmark = pytest.mark.integration
+
+
+def rings(shards: list[Shard_]) -> tuple[Ring, Ring]:
+    before = classic_ring([Shard(s.address) for s in shards[:4]])
+    after = classic_ring([Shard(s.address) for s in shards])
+    return before, after
+
+
+def warm_config(shards: list[Shard_], phase: str, percent: float = 100.0) -> SidecarConfig:
+    before, after = rings(shards)
+    active, other = (before, after) if phase == "shadow" else (after, before)
+    base = make_config([s.address for s in shards[:4]])
+    section = (
+        WarmupConfig(
+            phase="shadow",
+            shadow_percent=percent,
+            next_ring=RingAssignment.from_ring(other),
+            change_id="t1",
+        )
+        if phase == "shadow"
+        else WarmupConfig(
+            phase="grace", previous_ring=RingAssignment.from_ring(other), change_id="t1"
+        )
+    )
+    return base.model_copy(
+        update={
+            "shards": [ShardEndpoint(name=s.address, address=s.address) for s in shards],
+            "ring": RingAssignment.from_ring(active),
+            "warmup": section,
+        }
+    )
+
+
+def through(config: SidecarConfig, shard: Shard_, address: str) -> SidecarConfig:
+    """``config`` reaching ``shard`` at another address (a relay in front of it)."""
+    shards = [
+        ShardEndpoint(name=s.name, address=address) if s.name == shard.address else s
+        for s in config.shards
+    ]
+    return config.model_copy(update={"shards": shards})
+
+
+def moved_keys(shards: list[Shard_], count: int, prefix: str = "m") -> list[bytes]:
+    before, after = rings(shards)
+    found: list[bytes] = []
+    i = 0
+    while len(found) < count:
+        key = f"{prefix}:{i}".encode()
+        if before.shard_for(key) != after.shard_for(key):
+            found.append(key)
+        i += 1
+    return found
+
+
+def staying_key(shards: list[Shard_]) -> bytes:
+    before, after = rings(shards)
+    return next(
+        k for i in range(1000) if before.shard_for(k := f"s:{i}".encode()) == after.shard_for(k)
+    )
+
+
+def direct(shard: Shard_) -> aredis.Redis:
+    return aredis.Redis(port=shard.port, protocol=2)
+
+
+def owner(ring: Ring, shards: list[Shard_], key: bytes) -> Shard_:
+    name = ring.shard_for(key)
+    return next(s for s in shards if s.address == name)
+
+
+@pytest.fixture(scope="module")
+def five(shards: list[Shard_]) -> list[Shard_]:
+    extra = start_shard()
+    yield [*shards, extra]
+    extra.stop()
+
+
+@pytest.fixture
+async def fleet(five: list[Shard_]) -> AsyncIterator[list[Shard_]]:
+    for shard in five:
+        subprocess.run(["redis-cli", "-p", str(shard.port), "FLUSHALL"], check=True, timeout=10)
+    yield five
+
+
+async def with_sidecar(
+    build: Callable[[], SidecarConfig], body: Callable[[Sidecar, aredis.Redis], object]
+) -> None:
+    app = await start_sidecar(build)
+    client = aredis.Redis(port=app.listen_port, protocol=2)
+    try:
+        await body(app, client)  # type: ignore[misc]
+    finally:
+        await client.aclose()
+        await app.stop()
+
+
+async def eventually(check: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():  # type: ignore[misc]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_shadow_mirrors_overwrites_and_deletes_on_read_modify_writes(
+    fleet: list[Shard_],
+) -> None:
+    before, after = rings(fleet)
+    keys = moved_keys(fleet, 6)
+    new = fleet[4]
+
+    async def body(app: Sidecar, client: aredis.Redis) -> None:
+        warming = direct(new)
+        try:
+            await client.set(keys[0], "v1")  # an overwrite: mirrored
+            await client.set(keys[1], "v1", ex=100)
+            await warming.set(keys[2], "stale")  # an old copy on the warming owner
+            await client.incr(keys[2])  # read-modify-write: removed there, tombstoned
+            await warming.set(keys[3], "stale")
+            await client.delete(keys[3])  # a delete reaches it whatever the percentage
+            await warming.set(keys[4], "stale")
+            await client.set(keys[4], "new", nx=True)  # conditional: removed, not mirrored
+            await client.ping()
+            await eventually(lambda: warming.exists(keys[0]))
+            assert await warming.get(keys[0]) == b"v1"
+            assert 0 < await warming.ttl(keys[1]) <= 100
+            assert await warming.get(keys[2]) is None
+            assert await warming.exists(tombstone(keys[2])) == 1
+            assert await warming.get(keys[3]) is None
+            assert await warming.get(keys[4]) is None
+            # The active owners answered the client and hold the truth.
+            assert await client.get(keys[2]) == b"1"
+            assert await client.get(keys[4]) == b"new"
+            # A key that does not move is left alone.
+            stay = staying_key(fleet)
+            await client.set(stay, "x")
+            assert await direct(owner(after, fleet, stay)).get(stay) in (None, b"x")
+        finally:
+            await warming.aclose()
+
+    await with_sidecar(lambda: warm_config(fleet, "shadow"), body)
+    del before
+
+
+async def test_shadow_reads_measure_and_copy_with_the_ttl(fleet: list[Shard_]) -> None:
+    before, _ = rings(fleet)
+    keys = moved_keys(fleet, 20)
+    new = fleet[4]
+
+    async def body(app: Sidecar, client: aredis.Redis) -> None:
+        for key in keys:  # written straight to their active owners: the warming one is cold
+            async with direct(owner(before, fleet, key)) as active:
+                await active.set(key, b"value-" + key, ex=500)
+        for key in keys:
+            assert await client.get(key) == b"value-" + key
+        warming = direct(new)
+        try:
+            await eventually(lambda: warming.exists(*keys), 5.0)
+            assert await warming.exists(*keys) == len(keys)
+            assert 400 < await warming.ttl(keys[0]) <= 500
+            stats = app.warmup_stats
+            assert sum(stats.misses.values()) == len(keys) and not stats.hits
+            assert stats.copies == len(keys)
+            for key in keys:  # now warm: hits
+                assert await client.get(key) == b"value-" + key
+            await eventually(lambda: asyncio.sleep(0, sum(stats.hits.values()) == len(keys)))
+            assert stats.hit_ratio() == 0.5
+            # Reported to the warming shard, where the operator reads every sidecar's counts.
+            counters = b"cachefleet:warmup:t1"
+
+            async def reported() -> bool:
+                got = await warming.hgetall(counters)
+                return got == {b"hits": b"20", b"misses": b"20"}
+
+            await eventually(reported, 5.0)
+        finally:
+            await warming.aclose()
+
+    await with_sidecar(lambda: warm_config(fleet, "shadow"), body)
+
+
+async def test_only_keys_inside_the_percentage_are_shadowed(fleet: list[Shard_]) -> None:
+    keys = moved_keys(fleet, 200)
+    inside = [k for k in keys if in_shadow(k, 2500)]
+    assert 20 < len(inside) < 90
+
+    async def body(app: Sidecar, client: aredis.Redis) -> None:
+        for key in keys:
+            await client.set(key, "v")
+        warming = direct(fleet[4])
+        try:
+            await eventually(lambda: asyncio.sleep(0, True))
+            await client.ping()
+            await asyncio.sleep(0.1)
+            present = [k for k in keys if await warming.exists(k)]
+            assert present == inside
+        finally:
+            await warming.aclose()
+
+    await with_sidecar(lambda: warm_config(fleet, "shadow", percent=25.0), body)
+
+
+async def test_grace_falls_back_to_the_previous_owner_and_fills(fleet: list[Shard_]) -> None:
+    before, _ = rings(fleet)
+    keys = moved_keys(fleet, 10)
+    new = fleet[4]
+
+    async def body(app: Sidecar, client: aredis.Redis) -> None:
+        for key in keys:
+            async with direct(owner(before, fleet, key)) as previous:
+                await previous.set(key, b"old-home-" + key, px=300_000)
+        assert await client.get(keys[0]) == b"old-home-" + keys[0]  # a miss on the new owner
+        async with direct(new) as fresh:
+            await eventually(lambda: fresh.exists(keys[0]))
+            assert await fresh.get(keys[0]) == b"old-home-" + keys[0]
+            assert 250 < await fresh.ttl(keys[0]) <= 300
+        assert app.warmup_stats.fallback_hits == 1
+        # A delete after the cut-over is not undone by the fallback.
+        await client.delete(keys[1])
+        assert await client.get(keys[1]) is None
+        async with direct(owner(before, fleet, keys[1])) as previous:
+            assert await previous.exists(keys[1]) == 0
+        # An overwrite neither: the previous owner's value is gone.
+        await client.set(keys[2], "newer")
+        assert await client.get(keys[2]) == b"newer"
+        async with direct(owner(before, fleet, keys[2])) as previous:
+            assert await previous.exists(keys[2]) == 0
+
+    await with_sidecar(lambda: warm_config(fleet, "grace"), body)
+
+
+async def test_a_fill_racing_a_delete_never_brings_the_value_back(fleet: list[Shard_]) -> None:
+    """A GET misses on the new owner and falls back to a slow previous owner (a delaying relay);
+    meanwhile a DEL of the key lands. The previous owner's answer and the fill come after the
+    DEL: the tombstone the DEL left on the new owner makes the fill a no-op."""
+    before, _ = rings(fleet)
+    key = moved_keys(fleet, 1)[0]
+    previous = owner(before, fleet, key)
+    with relay(previous.port, delay=0.3) as slow:
+
+        def config() -> SidecarConfig:
+            return through(warm_config(fleet, "grace"), previous, slow.address)
+
+        async def body(app: Sidecar, client: aredis.Redis) -> None:
+            async with direct(previous) as home:
+                await home.set(key, "old")
+            other = aredis.Redis(port=app.listen_port, protocol=2)
+            try:
+                read = asyncio.create_task(client.get(key))
+                await asyncio.sleep(0.1)  # the GET waits on the slow previous owner
+                assert await other.delete(key) == 0  # the new owner had nothing yet
+                assert await read == b"old"  # read before the delete: its value then
+                await asyncio.sleep(0.5)  # the fill has arrived (and done nothing)
+                assert await client.get(key) is None
+                async with direct(fleet[4]) as fresh:
+                    assert await fresh.exists(key) == 0
+                    assert await fresh.exists(tombstone(key)) == 1
+            finally:
+                await other.aclose()
+
+        await with_sidecar(config, body)
+
+
+async def test_a_copy_racing_a_delete_never_brings_the_value_back(fleet: list[Shard_]) -> None:
+    """A shadowed GET misses on the warming owner, so its value is copied from a slow active
+    owner (a delaying relay): DUMP is read, then the key is deleted before the RESTORE lands.
+    The delete's tombstone on the warming owner makes the RESTORE a no-op."""
+    before, _ = rings(fleet)
+    key = moved_keys(fleet, 1, prefix="c")[0]
+    active = owner(before, fleet, key)
+    with relay(active.port, delay=0.3) as slow:
+
+        def config() -> SidecarConfig:
+            return through(warm_config(fleet, "shadow"), active, slow.address)
+
+        async def body(app: Sidecar, client: aredis.Redis) -> None:
+            async with direct(active) as home:
+                await home.set(key, "old")
+            other = aredis.Redis(port=app.listen_port, protocol=2)
+            try:
+                assert await client.get(key) == b"old"  # 0.3 s; then DUMP goes out
+                await asyncio.sleep(0.1)  # DUMP has run, its answer is on its way back
+                assert await other.delete(key) == 1
+                await asyncio.sleep(0.6)  # the RESTORE has arrived (and done nothing)
+                async with direct(fleet[4]) as warming:
+                    assert await warming.exists(key) == 0
+                    assert await warming.exists(tombstone(key)) == 1
+                assert app.warmup_stats.copies == 1  # it was sent: the script declined it
+            finally:
+                await other.aclose()
+
+        await with_sidecar(config, body)
+
+
+async def test_a_stalled_or_dead_warming_shard_does_not_slow_the_app(fleet: list[Shard_]) -> None:
+    """The same read/write loop on moved keys with the warming shard healthy, stopped
+    (SIGSTOP: it accepts and never answers) and unreachable: the app's p99 stays put."""
+    keys = moved_keys(fleet, 50)
+    warming = fleet[4]
+
+    async def p99(client: aredis.Redis) -> float:
+        loop = asyncio.get_running_loop()
+        times = []
+        for round_number in range(4):
+            for key in keys:
+                started = loop.time()
+                assert await client.set(key, round_number)
+                assert await client.get(key) == str(round_number).encode()
+                times.append(loop.time() - started)
+        times.sort()
+        return times[int(len(times) * 0.99)]
+
+    async def body(app: Sidecar, client: aredis.Redis) -> None:
+        healthy = await p99(client)
+        warming.process.send_signal(signal.SIGSTOP)
+        try:
+            stalled = await p99(client)
+            await asyncio.sleep(1.2)  # past the request timeout: its connection fails
+            after = await p99(client)
+        finally:
+            warming.process.send_signal(signal.SIGCONT)
+        print(
+            f"p99 healthy {healthy * 1000:.2f} ms, stalled {stalled * 1000:.2f} ms, "
+            f"after the timeout {after * 1000:.2f} ms"
+        )
+        # Noise on a shared 2-core machine is a few ms; a blocked path would be 1000 ms.
+        assert stalled < healthy + 0.05 and after < healthy + 0.05
+        stats = app.warmup_stats
+        assert stats.dropped > 0 or stats.lost.get(warming.address)
+
+    await with_sidecar(lambda: warm_config(fleet, "shadow"), body)
