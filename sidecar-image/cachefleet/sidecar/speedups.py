@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from cachefleet.sidecar._speedups import HotKeys as NativeHotKeys
     from cachefleet.sidecar._speedups import Ring as NativeRing
 
 # (raw request, command name, first key or None, argument count, its shard or -1)
@@ -29,6 +30,8 @@ enqueue_requests: EnqueueRequests | None = None
 # BackendConnection.data_received's loop in one call
 deliver_replies: DeliverReplies | None = None
 make_ring: MakeRing | None = None  # (ring.tokens, ring.owners) -> key look-up in C
+# hotkeys.HotKeys in C: the same constructor and methods
+make_hot_keys: type[NativeHotKeys] | None = None
 
 if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
     try:
@@ -41,3 +44,4 @@ if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
         enqueue_requests = _speedups.enqueue_requests
         deliver_replies = _speedups.deliver_replies
         make_ring = _speedups.Ring
+        make_hot_keys = _speedups.HotKeys
