@@ -43,6 +43,7 @@ typedef struct {
     uint32_t index_mask;
     uint64_t threshold, cool_threshold;
     int64_t window_ms, slice_ns, start_ns, last_ns, epoch;
+    int64_t epoch_end_ns, window_start_ns; /* of the current epoch, from set_epoch */
     uint64_t covered_us;
     uint64_t floor; /* the smallest count of a full table, at floor_slot */
     Py_ssize_t floor_slot;
@@ -328,6 +329,16 @@ refresh(HotKeysObject *t)
     return r;
 }
 
+static void
+set_epoch(HotKeysObject *t, int64_t epoch)
+{
+    t->epoch = epoch;
+    t->epoch_end_ns = (epoch + 1) * t->slice_ns;
+    t->window_start_ns = (epoch - (int64_t)t->sub_windows + 1) * t->slice_ns;
+    if (t->window_start_ns < t->start_ns)
+        t->window_start_ns = t->start_ns;
+}
+
 static int
 advance(HotKeysObject *t)
 {
@@ -337,16 +348,15 @@ advance(HotKeysObject *t)
     if (now < t->last_ns)
         now = t->last_ns;
     t->last_ns = now;
-    int64_t epoch = now / t->slice_ns; /* now >= 0: the same as Python's floor division */
-    int rotated = epoch != t->epoch;
+    /* Within the current sub-window (nearly every call) the epoch is known without a division:
+     * the same epoch as the reference's now // slice_ns. */
+    int rotated = now >= t->epoch_end_ns;
     if (rotated) {
+        int64_t epoch = now / t->slice_ns; /* now >= 0: Python's floor division */
         sketch_advance(t, epoch - t->epoch);
-        t->epoch = epoch;
+        set_epoch(t, epoch);
     }
-    int64_t window_start = (epoch - (int64_t)t->sub_windows + 1) * t->slice_ns;
-    if (window_start < t->start_ns)
-        window_start = t->start_ns;
-    int64_t covered = now - window_start;
+    int64_t covered = now - t->window_start_ns;
     if (covered < t->slice_ns)
         covered = t->slice_ns;
     t->covered_us = (uint64_t)(covered / 1000);
@@ -515,7 +525,7 @@ HotKeys_init(HotKeysObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     self->start_ns = self->last_ns = now;
-    self->epoch = now / self->slice_ns;
+    set_epoch(self, now / self->slice_ns);
     self->covered_us = (uint64_t)(self->slice_ns / 1000);
     return 0;
 }
