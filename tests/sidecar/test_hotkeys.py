@@ -349,6 +349,20 @@ def test_bad_keys_hashes_and_clocks_are_refused(make: Factory) -> None:
     assert tracked(tracker) == {}, "nothing was counted from the refused calls"
 
 
+def test_an_uninitialised_c_tracker_refuses_instead_of_crashing() -> None:
+    native = native_type()
+    tracker = native.__new__(native)
+    for call in (
+        lambda: tracker.observe(b"a", 1),
+        lambda: tracker.observe_all([b"a"], [1]),  # the request loop's entry point
+        lambda: tracker.estimate(1),
+        tracker.tick,
+        tracker.snapshot,
+    ):
+        with pytest.raises(ValueError, match="not initialised"):
+            call()
+
+
 # -- memory --------------------------------------------------------------------------------------
 
 

@@ -401,16 +401,21 @@ observe(HotKeysObject *t, uint32_t key_hash, const char *key, Py_ssize_t len, Py
     }
 }
 
+static int ready(HotKeysObject *self);
+
 int
 cf_hotkeys_observe(PyObject *tracker, uint32_t key_hash, const char *key, Py_ssize_t len)
 {
+    /* a failed re-__init__ leaves the tracker empty: an error, never a crash */
+    if (ready((HotKeysObject *)tracker) < 0)
+        return -1;
     return observe((HotKeysObject *)tracker, key_hash, key, len, NULL);
 }
 
 int
 cf_hotkeys_check(PyObject *obj)
 {
-    return PyObject_TypeCheck(obj, &HotKeysType);
+    return PyObject_TypeCheck(obj, &HotKeysType) && ((HotKeysObject *)obj)->cells != NULL;
 }
 
 uint64_t

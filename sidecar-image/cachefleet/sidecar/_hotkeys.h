@@ -14,12 +14,13 @@
 /* Adds the HotKeys type to the module; 0, or -1 with an exception set. */
 int cf_hotkeys_register(PyObject *module);
 
-/* 1 when obj is a HotKeys tracker (check once, when the route table is built). */
+/* 1 when obj is an initialised HotKeys tracker (check once, when the route table is built). */
 int cf_hotkeys_check(PyObject *obj);
 
 /* Counts one request for key[0..len) whose whole-key MurmurHash3 x86_32 (seed 0) is key_hash,
  * and says whether the key is hot now: 1 hot, 0 not, -1 with an exception set (only when a
- * Python clock raised or returned a bad value, or memory ran out admitting the key).
+ * Python clock raised or returned a bad value, memory ran out admitting the key, or the
+ * tracker is not initialised).
  *
  * tracker must be a HotKeys (see cf_hotkeys_check); it is borrowed, the key is only read during
  * the call (copied into a new bytes object when the key enters the top-K table, which is rare:
