@@ -9,7 +9,7 @@ DEBIAN_PACKAGES := redis-server redis-tools nutcracker
 .PHONY: demo test lint typecheck pytest bench system-packages control-plane clean
 
 # The sidecar's C extension is built by the install, so a change to it reinstalls too.
-$(STAMP): pyproject.toml $(wildcard sidecar-image/cachefleet/sidecar/*.c)
+$(STAMP): pyproject.toml $(wildcard sidecar-image/cachefleet/sidecar/*.c sidecar-image/cachefleet/sidecar/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[operator,dev]'
@@ -61,6 +61,7 @@ bench: $(STAMP) system-packages
 	$(BIN)/python bench/ring.py
 	$(BIN)/python bench/sidecar.py
 	$(BIN)/python bench/operator.py
+	$(BIN)/python bench/hotkeys.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

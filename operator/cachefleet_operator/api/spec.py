@@ -195,7 +195,7 @@ class WarmUpSpec(ApiModel):
 
 class HotKeysSpec(ApiModel):
     enabled: bool = Field(False, description="Detect hot keys in the sidecar. Default false.")
-    top_k: int = Field(32, ge=1, le=10_000, description="Hot keys tracked. Default 32.")
+    top_k: int = Field(64, ge=1, le=10_000, description="Hot keys tracked. Default 64.")
     threshold_per_second: int = Field(
         1000, ge=1, description="Requests per second that make a key hot. Default 1000."
     )

@@ -9,8 +9,9 @@ Field names are camelCase on the wire, like every Kubernetes object next to it.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -131,11 +132,48 @@ class WarmupConfig(_Model):
 
 
 class HotKeysConfig(_Model):
+    """Hot-key detection: a Count-Min sketch over a sliding window, and the top K keys.
+
+    The sketch's shape comes from ``epsilon`` and ``delta``: an estimate exceeds the true count
+    by more than epsilon × the requests in the window with probability at most delta, for
+    width = ⌈e/ε⌉ and depth = ⌈ln(1/δ)⌉. The defaults keep it under 1 MB. ``sketchWidth`` and
+    ``sketchDepth`` pin the shape instead; configs written before epsilon and delta carry them.
+    """
+
+    # The window the rate is measured over, in sub-windows that expire one at a time.
+    WINDOW_MS: ClassVar[int] = 1000
+    SUB_WINDOWS: ClassVar[int] = 4
+    MAX_SKETCH_BYTES: ClassVar[int] = 64 * 1024 * 1024
+
     enabled: bool = False
-    sketch_width: int = Field(2048, ge=16)
-    sketch_depth: int = Field(4, ge=1, le=16)
-    top_k: int = Field(32, ge=1)
-    threshold_per_second: int = Field(1000, ge=1)
+    epsilon: float = Field(0.0002, gt=0.0, lt=1.0, description="relative error bound ε")
+    delta: float = Field(0.02, ge=1e-6, lt=1.0, description="probability δ of exceeding it")
+    sketch_width: int | None = Field(None, ge=16, description="pins the width instead of ε")
+    sketch_depth: int | None = Field(None, ge=1, le=16, description="pins the depth instead of δ")
+    top_k: int = Field(64, ge=1, le=10_000)
+    threshold_per_second: int = Field(1000, ge=1, le=1_000_000_000)
+
+    @property
+    def width(self) -> int:
+        return self.sketch_width or math.ceil(math.e / self.epsilon)
+
+    @property
+    def depth(self) -> int:
+        return self.sketch_depth or math.ceil(math.log(1.0 / self.delta))
+
+    @property
+    def sketch_bytes(self) -> int:
+        """Memory of the counters: 32 bits per row, column and sub-window."""
+        return 4 * self.width * self.depth * self.SUB_WINDOWS
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Self:
+        if self.sketch_bytes > self.MAX_SKETCH_BYTES:
+            raise ValueError(
+                f"hot-key sketch of {self.width} x {self.depth} needs {self.sketch_bytes} bytes, "
+                f"more than {self.MAX_SKETCH_BYTES}: raise epsilon or delta"
+            )
+        return self
 
 
 class L1Config(_Model):

@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_hotkeys.h"
+
 #define MAX_ARGC (1024 * 1024)        /* like Redis and resp.MAX_MULTIBULK_LENGTH */
 #define MAX_DIGITS 15                 /* lengths up to 10^15: far above any buffer */
 
@@ -1047,5 +1049,7 @@ PyInit__speedups(void)
         Py_DECREF(m);
         return NULL;
     }
+    if (cf_hotkeys_register(m) < 0)
+        Py_CLEAR(m);
     return m;
 }

@@ -1,6 +1,9 @@
 from collections.abc import Callable, Sequence
 from typing import Any
 
+# The C type has the reference's constructor and methods (_hotkeys.h: what the request loop calls)
+from cachefleet.sidecar.hotkeys import HotKeys as HotKeys
+
 class Ring:
     def __init__(self, tokens: Sequence[int], owners: Sequence[int]) -> None: ...
     def lookup(self, key: bytes, /) -> int: ...

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from cachefleet.sidecar._speedups import HotKeys as NativeHotKeys
     from cachefleet.sidecar._speedups import Ring as NativeRing
     from cachefleet.sidecar._speedups import RouteTable as NativeRouteTable
 
@@ -28,6 +29,8 @@ deliver_replies: DeliverReplies | None = None
 make_ring: MakeRing | None = None  # (ring.tokens, ring.owners) -> key look-up in C
 # (ring, fast commands, stops[, other ring, mode, shadow basis points]) -> C route table
 make_route_table: MakeRouteTable | None = None
+# hotkeys.HotKeys in C: the same constructor and methods
+make_hot_keys: type[NativeHotKeys] | None = None
 
 if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
     try:
@@ -39,3 +42,4 @@ if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
         deliver_replies = _speedups.deliver_replies
         make_ring = _speedups.Ring
         make_route_table = _speedups.RouteTable
+        make_hot_keys = _speedups.HotKeys
