@@ -10,8 +10,8 @@ and writes are in flight when a shard fails. A worker that falls behind (a reque
 hung shard) skips the ticks it missed rather than bursting. Every worker visits each of its
 keys once per ``--cycle`` seconds.
 
-Per scenario: the error window (fault to the last failed request before the shard is
-restored), failed requests by kind, throughput before, during and after the outage, stale reads
+Per scenario: the error window (fault to the last failed request before the shard answers
+again), failed requests by kind, throughput before, during and after the outage, stale reads
 (a value other than the last acknowledged one, a miss is not stale), each other shard's load
 (INFO ``total_commands_processed`` deltas, less the benchmark's own INFO) during the outage
 against before, and when the shard was back in service.

@@ -116,17 +116,18 @@ def reads(o: Observed) -> dict[str, Any]:
 
 
 def failures(o: Observed) -> dict[str, Any]:
+    """Failed requests: in the outage (fault to the shard answering again) and after it."""
     t = o.timeline
     times = [done for done, _, _ in o.record.failures]
-    after = [(op, kind) for done, op, kind in o.record.failures if done >= t.restore]
+    after = [(op, kind) for done, op, kind in o.record.failures if done >= t.restored]
     return {
         "total": len(times),
         "before_fault": len([x for x in times if x < t.fault]),
-        "during_outage": len([x for x in times if t.fault <= x < t.restore]),
-        "after_restore": len(after),
+        "during_outage": len([x for x in times if t.fault <= x < t.restored]),
+        "after_restored": len(after),
         "by_kind": dict(Counter(kind for _, _, kind in o.record.failures).most_common()),
         "by_op": dict(Counter(op for _, op, _ in o.record.failures)),
-        "after_restore_by_kind": dict(Counter(kind for _, kind in after).most_common()),
+        "after_restored_by_kind": dict(Counter(kind for _, kind in after).most_common()),
         "first_s": rounded(min((x - t.fault for x in times if x >= t.fault), default=None)),
         "last_s": rounded(max((x - t.fault for x in times), default=None)),
     }
@@ -209,7 +210,7 @@ def sidecar_states(o: Observed) -> dict[str, Any]:
 
 def analyse(o: Observed, settle: float) -> dict[str, Any]:
     t = o.timeline
-    window = error_window(t.fault, [done for done, _, _ in o.record.failures], t.restore)
+    window = error_window(t.fault, [done for done, _, _ in o.record.failures], t.restored)
     result: dict[str, Any] = {
         "proxy": o.proxy,
         "fault": o.fault,
@@ -259,7 +260,9 @@ def summary_line(results: list[dict[str, Any]]) -> str:
         loads, rates = r["loads"], r["throughput"]
         part = (
             f"{r['proxy']} {r['fault']}: window {r['error_window_s']:.3f} s, "
-            f"{r['failures']['total']} failed, stale {r['reads']['stale_total']}, "
+            f"{r['failures']['total']} failed "
+            f"({r['failures']['after_restored']} after the shard was back), "
+            f"stale {r['reads']['stale_total']}, "
             f"neighbours {loads['neighbours_largest_change']:+.1%} "
             f"(noise ±{loads['noise_bound']:.0%}), "
             f"{rates['before']['ok_per_second']}/{rates['during']['ok_per_second']}/"
