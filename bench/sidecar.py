@@ -23,7 +23,6 @@ import contextlib
 import csv
 import io
 import json
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ if str(ROOT) not in sys.path:
 
 from cachefleet.config import GutterConfig, HealthConfig, ShardEndpoint  # noqa: E402
 
+from bench.entry import run  # noqa: E402
 from tests.support import (  # noqa: E402
     Sidecar,
     cpu_seconds,
@@ -224,16 +224,6 @@ def path_shares(sidecar: Sidecar) -> dict[str, Any]:
     }
 
 
-def _stop_on_signals() -> None:
-    # SIGTERM and SIGINT unwind like ^C, so every context manager above stops what it started
-    # (SIGINT too: a shell starting us in the background may have set it to be ignored).
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
@@ -245,7 +235,6 @@ def main() -> int:
         args.rounds, args.seconds = 1, 1.0
     if args.rounds < 1 or args.seconds <= 0 or (args.requests is not None and args.requests < 1):
         parser.error("--rounds, --seconds and --requests must be positive")
-    _stop_on_signals()
     started = time.monotonic()
     runs: list[Run] = []
     with fleet() as (targets, sidecar):
@@ -293,8 +282,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; everything started was stopped", file=sys.stderr)
-        sys.exit(130)
+    run(main)

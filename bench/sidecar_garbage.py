@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ if str(ROOT) not in sys.path:
 
 from cachefleet.config import LimitsConfig  # noqa: E402
 
+from bench.entry import run  # noqa: E402
 from tests.support import (  # noqa: E402
     rss_kib,
     sidecar_config,
@@ -94,12 +94,6 @@ def main() -> int:
     args = parser.parse_args()
     if args.seconds <= WARMUP_SECONDS or args.parallel < 1:
         parser.error(f"--seconds must exceed the {WARMUP_SECONDS:g} s warm-up; --parallel >= 1")
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)  # even if our parent shell set it to be ignored
     with start_redis_servers(4) as shards:
         config = sidecar_config(
             [s.address for s in shards], limits=LimitsConfig(max_request_bytes=CAP)
@@ -146,8 +140,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; everything started was stopped", file=sys.stderr)
-        sys.exit(130)
+    run(main)

@@ -24,8 +24,23 @@ class Nutcracker(LocalServer):
         return self.directory / "nutcracker.log"
 
 
-def pool_yaml(port: int, shards: Sequence[str]) -> str:
+@dataclass(frozen=True)
+class PoolOptions:
+    """How the pool treats a failing server. The defaults keep every server in the ring (a
+    failed server's keys fail until it is back); ``failure_limit`` and ``retry_timeout_ms``
+    are twemproxy's own defaults and only matter with ``auto_eject_hosts``: that many failures
+    in a row eject a server (its keys rehash onto the others) until ``retry_timeout_ms`` has
+    passed, then it is tried again."""
+
+    timeout_ms: int = 1000
+    auto_eject_hosts: bool = False
+    failure_limit: int = 2
+    retry_timeout_ms: int = 30_000
+
+
+def pool_yaml(port: int, shards: Sequence[str], options: PoolOptions | None = None) -> str:
     """One pool the way the issue asks: murmur hash, ketama, Redis protocol."""
+    options = options or PoolOptions()
     servers = "\n".join(f"    - {address}:1 {address}" for address in shards)
     return (
         "cachefleet:\n"
@@ -33,27 +48,33 @@ def pool_yaml(port: int, shards: Sequence[str]) -> str:
         "  hash: murmur\n"
         "  distribution: ketama\n"
         "  redis: true\n"
-        "  auto_eject_hosts: false\n"
+        f"  auto_eject_hosts: {'true' if options.auto_eject_hosts else 'false'}\n"
+        f"  server_failure_limit: {options.failure_limit}\n"
+        f"  server_retry_timeout: {options.retry_timeout_ms}\n"
         "  preconnect: true\n"
-        "  timeout: 1000\n"
+        f"  timeout: {options.timeout_ms}\n"
         "  servers:\n"
         f"{servers}\n"
     )
 
 
 @contextlib.contextmanager
-def start_nutcracker(shards: Sequence[str]) -> Iterator[Nutcracker]:
-    """Run nutcracker over ``shards`` (HOST:PORT) until the block ends."""
+def start_nutcracker(
+    shards: Sequence[str], options: PoolOptions | None = None, stats_interval_ms: int = 30_000
+) -> Iterator[Nutcracker]:
+    """Run nutcracker over ``shards`` (HOST:PORT) until the block ends. Its stats port reports
+    counters aggregated every ``stats_interval_ms`` (nutcracker's default: 30 s)."""
     directory = Path(tempfile.mkdtemp(prefix="cachefleet-nutcracker-"))
     port, stats_port = free_port(), free_port()
     conf = directory / "nutcracker.yml"
-    conf.write_text(pool_yaml(port, shards))
+    conf.write_text(pool_yaml(port, shards, options))
     log = directory / "nutcracker.log"
     argv = [
         "nutcracker",
         "--conf-file", str(conf),
         "--stats-port", str(stats_port),
         "--stats-addr", "127.0.0.1",
+        "--stats-interval", str(stats_interval_ms),
         "--pid-file", str(directory / "nutcracker.pid"),
         "--output", str(log),
         "--verbose", "4",
