@@ -36,7 +36,7 @@ from enum import StrEnum
 
 from cachefleet.config import HealthConfig
 
-MAX_EJECTION_SECONDS = 30.0
+MAX_EJECTION_SECONDS = 10.0  # a shard back from an outage waits at most this (plus jitter)
 JITTER = 0.2
 GRAY_FACTOR = 4.0
 MIN_SAMPLES = 5  # round trips needed before a p99 means anything
