@@ -38,8 +38,8 @@ def register(subparsers: Any) -> None:
         "--warmup-signal",
         default="redis",
         metavar="redis|file:PATH",
-        help="where warm-up hit ratios come from: the shards' INFO stats (default) or a JSON "
-        'file {"hitRatio": 0.95}',
+        help="where warm-up hit ratios come from: what the sidecars measured, read on the "
+        'warming shards (default), or a JSON file {"hitRatio": 0.95}',
     )
     operator.add_argument(
         "--kubeconfig",

@@ -32,14 +32,26 @@ from cachefleet.ring import RingAssignment
 from cachefleet_operator import naming
 from cachefleet_operator.children.context import PASSWORD_KEY
 from cachefleet_operator.kube import GROUP, PLURAL, VERSION, Kube, KubeError
-from cachefleet_operator.plan import EventSpec, Observed, ReconcilePlan, WarmupObservation
+from cachefleet_operator.plan import (
+    EventSpec,
+    Observed,
+    ReconcilePlan,
+    SidecarReports,
+    WarmupObservation,
+)
 from cachefleet_operator.reconcile import reconcile
-from cachefleet_operator.warmup_signal import WarmupSignal, WarmupSignalError, WarmupTarget
+from cachefleet_operator.warmup_signal import (
+    HEARTBEAT_KEY,
+    WarmupSignal,
+    WarmupSignalError,
+    WarmupTarget,
+)
 
 logger = logging.getLogger("cachefleet.operator")
 
 FAILED_REASON = "ReconcileFailed"
 SHADOWING = "Shadowing"
+FINALIZING = "Finalizing"
 _PASSWORD_BYTES = 24
 
 
@@ -71,20 +83,29 @@ def _now() -> datetime:
 def _warmup_target(
     kube: Kube, cluster: dict[str, Any], children: dict[tuple[str, str], Any]
 ) -> WarmupTarget | None:
-    """The shards warming right now (shadowing), or None when no warm-up is shadowing."""
+    """Where to read the warm-up's measurement (while shadowing) and the sidecars' reports
+    (while finalizing); None when no warm-up is in one of those phases."""
     warm_up = (cluster.get("status") or {}).get("warmUp") or {}
-    if warm_up.get("phase") != SHADOWING:
+    phase = warm_up.get("phase")
+    if phase not in (SHADOWING, FINALIZING):
         return None
     meta = cluster["metadata"]
-    addresses = tuple(
-        naming.shard_address(meta["name"], shard, meta["namespace"])
-        for shard in _gaining_shards(warm_up)
-    )
+
+    def address(shard: str) -> str:
+        return naming.shard_address(meta["name"], shard, meta["namespace"])
+
+    rings = [
+        RingAssignment.model_validate(warm_up[side]["assignment"]).to_ring()
+        for side in ("fromRing", "toRing")
+    ]
+    heartbeats = sorted({address(ring.shard_for(HEARTBEAT_KEY.encode())) for ring in rings})
     return WarmupTarget(
         namespace=meta["namespace"],
         cluster=meta["name"],
-        addresses=addresses,
+        addresses=tuple(address(s) for s in _gaining_shards(warm_up)) if phase == SHADOWING else (),
         password=_password(kube, cluster, children),
+        change_id=f"v{warm_up['toRing']['version']}",
+        heartbeat_addresses=tuple(heartbeats),
     )
 
 
@@ -121,17 +142,19 @@ def _observe_warmup(
     cluster: dict[str, Any],
     children: dict[tuple[str, str], Any],
     now: datetime,
-) -> WarmupObservation | None:
+) -> tuple[WarmupObservation | None, SidecarReports | None]:
     target = _warmup_target(kube, cluster, children)
     if target is None:
-        return None
+        return None, None
     try:
-        return runtime.signal.observe(target, now)
+        if target.addresses:
+            return runtime.signal.observe(target, now), None
+        return None, runtime.signal.sidecars(target, now)
     except WarmupSignalError as error:
         # Unreadable signal: the warm-up sees "nothing measured" and falls back to its ramp
         # timeout, rather than the whole reconcile failing.
         logger.warning("%s/%s: warm-up signal: %s", target.namespace, target.cluster, error)
-        return None
+        return None, None
 
 
 def _carry_out(
@@ -210,11 +233,13 @@ def reconcile_once(runtime: OperatorRuntime, namespace: str, name: str) -> Recon
     try:
         now = _now()
         children = kube.list_children(namespace, name)
+        warmup, sidecars = _observe_warmup(runtime, kube, cluster, children, now)
         observed = Observed(
             now=now,
             children=children,
             generated_password=secrets.token_urlsafe(_PASSWORD_BYTES),
-            warmup=_observe_warmup(runtime, kube, cluster, children, now),
+            warmup=warmup,
+            sidecars=sidecars,
         )
         plan = reconcile(copy.deepcopy(cluster), observed)
         _carry_out(kube, cluster, observed, plan)

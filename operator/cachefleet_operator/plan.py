@@ -45,6 +45,18 @@ class WarmupObservation:
 
 
 @dataclass(frozen=True)
+class SidecarReports:
+    """Which config each sidecar runs, as they said recently (their heartbeats on the shards).
+
+    ``versions`` maps a sidecar (pod name and process) to the ``configVersion`` it serves; only
+    sidecars heard from within the last ``SIDECAR_REPORT_MAX_AGE`` seconds are in it.
+    """
+
+    versions: dict[str, str]
+    observed_at: datetime
+
+
+@dataclass(frozen=True)
 class Observed:
     now: datetime
     # Live children owned by this CacheCluster, keyed by (kind, name); values are the objects
@@ -53,6 +65,7 @@ class Observed:
     # A freshly generated password, used only when the auth Secret does not exist yet.
     generated_password: str = ""
     warmup: WarmupObservation | None = None
+    sidecars: SidecarReports | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cachefleet.config import WarmupConfig
+from cachefleet.config import SidecarConfig, WarmupConfig
 from pydantic import ValidationError
 
 from cachefleet_operator.api import (
@@ -37,8 +37,8 @@ from cachefleet_operator.children.gutter import gutter_children
 from cachefleet_operator.children.redis_config import redis_config_map
 from cachefleet_operator.children.secret import generated_secret
 from cachefleet_operator.children.shard import shard_children
-from cachefleet_operator.children.sidecar_config import Routing, sidecar_config_map
-from cachefleet_operator.clock import rfc3339
+from cachefleet_operator.children.sidecar_config import CONFIG_KEY, Routing, sidecar_config_map
+from cachefleet_operator.clock import rfc3339, seconds_since
 from cachefleet_operator.conditions import condition, find
 from cachefleet_operator.labels import CLUSTER, Owner
 from cachefleet_operator.manifest_hash import applied_hash, stamped
@@ -63,6 +63,10 @@ from cachefleet_operator.warmup import WarmUpFacts, advance
 MANAGED_KINDS = frozenset({"StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget"})
 # While shards are not ready, look again now and then so status follows them.
 READINESS_POLL_SECONDS = 30.0
+# Removed shards are deleted once every sidecar heard from runs the final config, or after this
+# long for sidecars that never say so (an old sidecar image, a pod that cannot reach the shards).
+SIDECAR_WAIT_SECONDS = 120.0
+SIDECAR_POLL_SECONDS = 5.0
 
 
 def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
@@ -141,11 +145,28 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
 
     routing, shard_set = _routing(ring, warm)
     config_map = stamped(sidecar_config_map(context, routing))
+    lagging: list[str] = []
     if warm is not None and warm.phase == "Finalizing":
         live_config = observed.children.get(("ConfigMap", sidecar_config(owner.name)))
-        if applied_hash(live_config) != applied_hash(config_map):
-            # Sidecars may still route to a removed shard until the final ConfigMap is live.
+        lagging = _lagging_sidecars(config_map, observed)
+        patience = SIDECAR_WAIT_SECONDS - seconds_since(warm.phase_started_at, observed.now)
+        if applied_hash(live_config) != applied_hash(config_map) or (lagging and patience > 0):
+            # Sidecars may still route to a removed shard until they run the final config;
+            # those that never report are waited for SIDECAR_WAIT_SECONDS at most.
             shard_set = sorted({*shard_set, *warm.removed_shards}, key=shard_number)
+            if lagging:
+                requeue = min(requeue or patience, max(patience, 1.0), SIDECAR_POLL_SECONDS)
+        elif lagging and warm.removed_shards:
+            events.append(
+                EventSpec(
+                    "Warning",
+                    "SidecarsLagging",
+                    f"{len(lagging)} sidecars still reported another config after "
+                    f"{SIDECAR_WAIT_SECONDS:g} s ({', '.join(lagging[:3])}"
+                    f"{', …' if len(lagging) > 3 else ''}); removing "
+                    f"{', '.join(warm.removed_shards)} anyway",
+                )
+            )
 
     manifests: list[Manifest] = [redis_config_map(context)]
     for shard in shard_set:
@@ -177,7 +198,7 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
         waiting = [s.name for s in shard_statuses if s.name in waiting and not s.ready]
     conditions = [
         _ready_condition(routing_names, ready, live, observed),
-        _progressing_condition(warm, pending, ring, waiting, live, observed),
+        _progressing_condition(warm, pending, ring, waiting, lagging, live, observed),
         _degraded_condition(problems, live, observed),
     ]
     events += _condition_events(problems, conditions, live)
@@ -287,6 +308,11 @@ def _change_message(warm: WarmUpStatus) -> str:
     return f"{what}: {warm.moved_fraction * 100:.1f}% of keys move"
 
 
+def change_id(warm: WarmUpStatus) -> str:
+    """Names a capacity change for the sidecars' counters: the version of the ring it leads to."""
+    return f"v{warm.to_ring.version}"
+
+
 def _routing_ring(warm: WarmUpStatus) -> RingStatus:
     return warm.from_ring if warm.phase in ("Provisioning", "Shadowing") else warm.to_ring
 
@@ -301,11 +327,16 @@ def _routing(ring: RingStatus, warm: WarmUpStatus | None) -> tuple[Routing, list
         return Routing(old.assignment, old.version), both
     if warm.phase == "Shadowing":
         section = WarmupConfig(
-            phase="shadow", shadow_percent=warm.percent, next_ring=new.assignment
+            phase="shadow",
+            shadow_percent=warm.percent,
+            next_ring=new.assignment,
+            change_id=change_id(warm),
         )
         return Routing(old.assignment, old.version, section), both
     if warm.phase == "Grace":
-        section = WarmupConfig(phase="grace", previous_ring=old.assignment)
+        section = WarmupConfig(
+            phase="grace", previous_ring=old.assignment, change_id=change_id(warm)
+        )
         return Routing(new.assignment, new.version, section), both
     return Routing(new.assignment, new.version), ring_names(new)
 
@@ -360,11 +391,20 @@ def _ready_condition(
     return condition("Ready", False, "ShardsNotReady", message, live.conditions, observed.now)
 
 
+def _lagging_sidecars(config_map: Manifest, observed: Observed) -> list[str]:
+    """Sidecars heard from recently that do not run the config ``config_map`` holds."""
+    if observed.sidecars is None:
+        return []
+    final = SidecarConfig.model_validate_json(config_map["data"][CONFIG_KEY]).config_version
+    return sorted(s for s, version in observed.sidecars.versions.items() if version != final)
+
+
 def _progressing_condition(
     warm: WarmUpStatus | None,
     pending: str | None,
     ring: RingStatus,
     waiting: list[str],
+    lagging: list[str],
     live: CacheClusterStatus,
     observed: Observed,
 ) -> Condition:
@@ -383,6 +423,8 @@ def _progressing_condition(
         "Finalizing": "the new ring is the only one; removing old shards",
     }[warm.phase]
     message = f"{change}: {detail}"
+    if lagging:
+        message += f"; {len(lagging)} sidecars do not run the final config yet"
     if pending is not None:
         message += f"; queued: {pending}"
     return condition("Progressing", True, warm.phase, message, live.conditions, observed.now)

@@ -1,9 +1,17 @@
-"""Where the warm-up learns how warm the new ring's owners are.
+"""Where the warm-up learns how warm the new ring's owners are, and which config the sidecars run.
 
-The reconciler decides when to cut over; it only needs a number: the hit ratio of the shards
-that are warming. In production that comes from the shards themselves (``INFO stats``); in the
-e2e tests there are no running Redis pods (no kubelet), so the tests feed it through a file.
-Both sit behind ``WarmupSignal`` and are chosen on the command line:
+The reconciler decides when to cut over; it only needs a number: the hit ratio of the moved
+keys on the shards that are warming, as the sidecars see it. Each sidecar shadows reads of moved
+keys to their next owner and adds what it saw to a hash on that shard,
+``cachefleet:warmup:<changeId>`` (fields ``hits`` and ``misses``; a hit is a read the active owner
+hit and the warming owner answered the same). Reading those hashes gives every sidecar's
+measurement at once, with no need to find and scrape each application pod; ``INFO stats`` would
+not do: copies never move its counters, and a shard that keeps its own keys while it gains
+others mostly counts its normal traffic. Each sidecar also says which config it runs
+(``cachefleet:sidecars`` on the shard that owns that key), which Finalizing waits for.
+
+In the e2e tests there are no running Redis pods (no kubelet), so the tests feed the hit ratio
+through a file. Both sit behind ``WarmupSignal`` and are chosen on the command line:
 ``--warmup-signal redis`` (default) or ``--warmup-signal file:/path/signal.json``.
 """
 
@@ -11,14 +19,21 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cachefleet_operator.plan import WarmupObservation
+from cachefleet_operator.plan import SidecarReports, WarmupObservation
+
+# Sidecars say which config they run every 5 s; one silent for longer than this is not counted.
+SIDECAR_REPORT_MAX_AGE = 30.0
+HEARTBEAT_KEY = "cachefleet:sidecars"
+STATS_PREFIX = "cachefleet:warmup"
 
 
 class WarmupSignalError(Exception):
@@ -34,11 +49,18 @@ class WarmupTarget:
     # HOST:PORT of each warming shard (its stable DNS name).
     addresses: tuple[str, ...]
     password: str | None = None
+    change_id: str = ""  # the sidecars' counters are under cachefleet:warmup:<change_id>
+    # HOST:PORT of the shards where sidecars report their config (the heartbeat key's owners).
+    heartbeat_addresses: tuple[str, ...] = ()
 
 
 class WarmupSignal(Protocol):
     def observe(self, target: WarmupTarget, now: datetime) -> WarmupObservation:
         """The current hit ratio of ``target``'s shards; ``hit_ratio`` None if unmeasurable."""
+        ...
+
+    def sidecars(self, target: WarmupTarget, now: datetime) -> SidecarReports | None:
+        """Which config each sidecar heard from recently runs; None when nobody can tell."""
         ...
 
 
@@ -78,50 +100,90 @@ class FileWarmupSignal:
         hit_ratio = override.hit_ratio if override is not None else reading.hit_ratio
         return WarmupObservation(hit_ratio=hit_ratio, observed_at=now)
 
+    def sidecars(self, target: WarmupTarget, now: datetime) -> SidecarReports | None:
+        return None  # the e2e clusters run no sidecars
+
 
 class RedisWarmupSignal:
-    """Asks each warming shard for ``INFO stats`` and sums keyspace hits and misses.
+    """Sums the hits and misses every sidecar added to ``cachefleet:warmup:<changeId>`` on each
+    warming shard.
 
     The ratio is over the interval since the previous observation of the same shards, so it
     tracks how warm the shards are now rather than averaging in their cold start; the first
-    observation uses the counters since the shards started (new shards start cold anyway).
+    observation uses everything counted so far.
     """
 
-    def __init__(self, timeout: float = 1.0) -> None:
+    def __init__(self, timeout: float = 1.0, clock: Callable[[], float] = time.time) -> None:
         self.timeout = timeout
+        self.clock = clock
         self._lock = threading.Lock()
-        self._previous: dict[tuple[str, str, tuple[str, ...]], tuple[int, int]] = {}
+        self._previous: dict[tuple[str, str, str, tuple[str, ...]], tuple[int, int]] = {}
+
+    def _client(self, address: str, password: str | None) -> Any:
+        import redis
+
+        host, _, port = address.rpartition(":")
+        return redis.Redis(
+            host=host,
+            port=int(port),
+            password=password,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+        )
 
     def observe(self, target: WarmupTarget, now: datetime) -> WarmupObservation:
         import redis
 
         hits = misses = 0
+        key = f"{STATS_PREFIX}:{target.change_id}"
         for address in target.addresses:
-            host, _, port = address.rpartition(":")
-            client = redis.Redis(
-                host=host,
-                port=int(port),
-                password=target.password,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-            )
+            client = self._client(address, target.password)
             try:
-                stats = client.info("stats")
+                counts = client.hgetall(key)
             except redis.RedisError:
                 # A shard not up yet cannot be judged warm: report nothing for this round.
                 return WarmupObservation(hit_ratio=None, observed_at=now)
             finally:
                 client.close()
-            hits += int(stats.get("keyspace_hits", 0))
-            misses += int(stats.get("keyspace_misses", 0))
-        key = (target.namespace, target.cluster, target.addresses)
+            hits += int(counts.get(b"hits", 0))
+            misses += int(counts.get(b"misses", 0))
+        memory = (target.namespace, target.cluster, target.change_id, target.addresses)
         with self._lock:
-            previous = self._previous.get(key)
-            self._previous[key] = (hits, misses)
+            previous = self._previous.get(memory)
+            self._previous[memory] = (hits, misses)
         if previous is not None and hits >= previous[0] and misses >= previous[1]:
             hits, misses = hits - previous[0], misses - previous[1]
         total = hits + misses
         return WarmupObservation(hit_ratio=hits / total if total else None, observed_at=now)
+
+    def sidecars(self, target: WarmupTarget, now: datetime) -> SidecarReports | None:
+        import redis
+
+        newest: dict[str, tuple[float, str]] = {}
+        heard = False
+        for address in target.heartbeat_addresses:
+            client = self._client(address, target.password)
+            try:
+                entries = client.hgetall(HEARTBEAT_KEY)
+            except redis.RedisError:
+                continue
+            finally:
+                client.close()
+            heard = True
+            for sidecar, value in entries.items():
+                version, _, stamp = value.decode("utf-8", "replace").rpartition(" ")
+                try:
+                    when = float(stamp)
+                except ValueError:
+                    continue
+                name = sidecar.decode("utf-8", "replace")
+                if when > newest.get(name, (0.0, ""))[0]:
+                    newest[name] = (when, version)
+        if not heard:
+            return None
+        cutoff = self.clock() - SIDECAR_REPORT_MAX_AGE
+        versions = {name: version for name, (when, version) in newest.items() if when >= cutoff}
+        return SidecarReports(versions=versions, observed_at=now)
 
 
 def parse_warmup_signal(spec: str) -> WarmupSignal:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cachefleet.config import SidecarConfig
-from cachefleet_operator.plan import Observed, ReconcilePlan, WarmupObservation
+from cachefleet_operator.plan import Observed, ReconcilePlan, SidecarReports, WarmupObservation
 from cachefleet_operator.reconcile import reconcile
 
 START = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -48,6 +48,8 @@ class Fleet:
     # Pods come up when their StatefulSet exists, unless a test says otherwise.
     pods_ready: bool = True
     hit_ratio: float | None = None
+    # Which config each sidecar says it runs (None: no report could be read).
+    sidecars: dict[str, str] | None = None
     plans: list[ReconcilePlan] = field(default_factory=list)
     writes: int = 0
     password_counter: int = 0
@@ -60,6 +62,7 @@ class Fleet:
             children=copy.deepcopy(self.children),
             generated_password=f"generated-{self.password_counter}",
             warmup=warmup,
+            sidecars=None if self.sidecars is None else SidecarReports(self.sidecars, self.now),
         )
 
     def plan(self) -> ReconcilePlan:

@@ -1,4 +1,5 @@
-"""The warm-up signal: the file the e2e tests feed, and INFO stats from real redis-server shards.
+"""The warm-up signal: the file the e2e tests feed, and the sidecars' counters and heartbeats on
+real redis-server shards.
 
 These need no Kubernetes; they sit with the e2e suite because the e2e tests drive the operator
 through the file signal, and this is where its format is pinned.
@@ -71,13 +72,11 @@ def shards() -> Iterator[list[RedisServer]]:
             stop_redis(server)
 
 
-def _traffic(server: RedisServer, hits: int, misses: int) -> None:
+def _measured(server: RedisServer, change: str, hits: int, misses: int) -> None:
+    """What a sidecar adds to a warming shard's counters after shadowed reads."""
     client = server.client()
-    client.set("present", "1")
-    for _ in range(hits):
-        client.get("present")
-    for i in range(misses):
-        client.get(f"absent-{i}")
+    client.hincrby(f"cachefleet:warmup:{change}", "hits", hits)
+    client.hincrby(f"cachefleet:warmup:{change}", "misses", misses)
     client.close()
 
 
@@ -85,25 +84,56 @@ def _traffic(server: RedisServer, hits: int, misses: int) -> None:
 def test_redis_signal_sums_shards_and_measures_since_the_last_reading(
     shards: list[RedisServer],
 ) -> None:
-    target = WarmupTarget("cache", "sessions", tuple(s.address for s in shards), "s3cret")
+    target = WarmupTarget(
+        "cache", "sessions", tuple(s.address for s in shards), "s3cret", change_id="v2"
+    )
     signal = RedisWarmupSignal()
-    assert signal.observe(target, NOW).hit_ratio is None  # no reads at all yet
-    _traffic(shards[0], hits=3, misses=1)
-    _traffic(shards[1], hits=1, misses=3)
+    assert signal.observe(target, NOW).hit_ratio is None  # nothing measured yet
+    _measured(shards[0], "v2", hits=3, misses=1)
+    _measured(shards[1], "v2", hits=1, misses=3)
+    _measured(shards[1], "v1", hits=100, misses=0)  # another change's counters do not count
     assert signal.observe(target, NOW).hit_ratio == pytest.approx(0.5)
     # Only what happened since the previous reading counts: the shards warmed up.
-    _traffic(shards[0], hits=9, misses=1)
+    _measured(shards[0], "v2", hits=9, misses=1)
     assert signal.observe(target, NOW).hit_ratio == pytest.approx(0.9)
+    # Plain traffic on the shard (its own keys) moves nothing.
+    client = shards[0].client()
+    for _ in range(50):
+        client.get("anything")
+    client.close()
+    assert signal.observe(target, NOW).hit_ratio is None
 
 
 @pytest.mark.integration
 def test_redis_signal_reports_nothing_when_a_shard_does_not_answer(
     shards: list[RedisServer],
 ) -> None:
-    _traffic(shards[0], hits=5, misses=0)
+    _measured(shards[0], "v2", hits=5, misses=0)
     dead = shards[1].address
     stop_redis(shards[1])
-    target = WarmupTarget("cache", "sessions", (shards[0].address, dead), "s3cret")
+    target = WarmupTarget("cache", "sessions", (shards[0].address, dead), "s3cret", "v2")
     assert RedisWarmupSignal(timeout=0.5).observe(target, NOW).hit_ratio is None
-    wrong_password = WarmupTarget("cache", "sessions", (shards[0].address,), "nope")
+    wrong_password = WarmupTarget("cache", "sessions", (shards[0].address,), "nope", "v2")
     assert RedisWarmupSignal(timeout=0.5).observe(wrong_password, NOW).hit_ratio is None
+
+
+@pytest.mark.integration
+def test_sidecar_reports_keep_the_newest_recent_entry_per_sidecar(
+    shards: list[RedisServer],
+) -> None:
+    now = 1_000_000.0
+    old, new = shards[0].client(), shards[1].client()
+    old.hset("cachefleet:sidecars", mapping={"pod-a:1": f"3-aaa {now - 10:.0f}",
+                                             "pod-b:1": f"3-aaa {now - 10:.0f}",
+                                             "gone:1": f"2-zzz {now - 600:.0f}"})  # fmt: skip
+    new.hset("cachefleet:sidecars", mapping={"pod-a:1": f"4-bbb {now - 2:.0f}"})
+    old.close()
+    new.close()
+    target = WarmupTarget(
+        "cache", "sessions", (), "s3cret", heartbeat_addresses=tuple(s.address for s in shards)
+    )
+    reports = RedisWarmupSignal(clock=lambda: now).sidecars(target, NOW)
+    assert reports is not None
+    assert reports.versions == {"pod-a:1": "4-bbb", "pod-b:1": "3-aaa"}
+    nobody = WarmupTarget("cache", "sessions", (), "s3cret", heartbeat_addresses=("127.0.0.1:1",))
+    assert RedisWarmupSignal(timeout=0.5).sidecars(nobody, NOW) is None

@@ -49,6 +49,8 @@ def test_scale_up_walks_provisioning_shadowing_grace_finalizing_stable() -> None
     config = fleet.sidecar_config()
     assert config.warmup is not None and config.warmup.phase == "shadow"
     assert config.warmup.shadow_percent == 1.0
+    # The sidecars count what they measure under the change's id, the next ring's version.
+    assert config.warmup.change_id == f"v{fleet.status['warmUp']['toRing']['version']}"
     assert config.warmup.next_ring is not None and len(config.warmup.next_ring.shards) == 5
     assert config.ring.model_dump() == old_ring["assignment"]
     assert fleet.plans[-1].requeue_after == 60
@@ -142,6 +144,52 @@ def test_scale_down_deletes_the_removed_shard_only_after_the_final_config_is_liv
     assert fleet.phase == "Stable"
     assert fleet.shard_statefulsets() == [f"cache-shard-{i}" for i in range(4)]
     assert fleet.status["shards"] == 4
+
+
+def test_removed_shards_wait_for_every_sidecar_to_run_the_final_config() -> None:
+    fleet = settled(5)
+    fleet.edit(shards=4)
+    fleet.hit_ratio = 1.0
+    while fleet.phase != "Grace":
+        fleet.advance(60)
+        fleet.reconcile()
+    grace_version = fleet.sidecar_config().config_version
+    fleet.sidecars = {"app-1:7": grace_version, "app-2:7": grace_version}
+    fleet.advance(300)
+    fleet.reconcile()
+    assert fleet.phase == "Finalizing"
+    final = fleet.sidecar_config().config_version
+    assert final != grace_version
+    fleet.sidecars["app-1:7"] = final
+    for _ in range(3):  # the final config is live, but app-2 still runs the grace one
+        fleet.advance(10)
+        plan = fleet.reconcile()
+        assert plan.delete == [] and "cache-shard-4" in fleet.shard_statefulsets()
+        assert plan.requeue_after is not None and plan.requeue_after <= 5
+    progressing = next(c for c in fleet.status["conditions"] if c["type"] == "Progressing")
+    assert "1 sidecars do not run the final config yet" in progressing["message"]
+    fleet.sidecars["app-2:7"] = final
+    plan = fleet.reconcile()
+    assert {ref.name for ref in plan.delete} == {"cache-shard-4"}
+
+
+def test_a_sidecar_that_never_catches_up_is_waited_for_a_bounded_time() -> None:
+    fleet = settled(5)
+    fleet.edit(shards=4)
+    fleet.hit_ratio = 1.0
+    while fleet.phase != "Grace":
+        fleet.advance(60)
+        fleet.reconcile()
+    fleet.sidecars = {"stuck:1": "an-old-version"}
+    fleet.advance(300)
+    fleet.reconcile()
+    fleet.reconcile()
+    assert fleet.phase == "Finalizing" and fleet.plans[-1].delete == []
+    fleet.advance(121)
+    plan = fleet.reconcile()
+    assert {ref.name for ref in plan.delete} == {"cache-shard-4"}
+    [lagging] = [e for e in plan.events if e.reason == "SidecarsLagging"]
+    assert lagging.type == "Warning" and "stuck:1" in lagging.message
 
 
 def test_ramp_timeout_cuts_over_and_says_so() -> None:
