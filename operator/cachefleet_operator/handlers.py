@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from cachefleet.ring import RingAssignment
 
 from cachefleet_operator import naming
 from cachefleet_operator.children.context import PASSWORD_KEY
@@ -41,17 +40,14 @@ from cachefleet_operator.plan import (
 )
 from cachefleet_operator.reconcile import reconcile
 from cachefleet_operator.warmup_signal import (
-    HEARTBEAT_KEY,
     WarmupSignal,
     WarmupSignalError,
-    WarmupTarget,
+    warmup_target,
 )
 
 logger = logging.getLogger("cachefleet.operator")
 
 FAILED_REASON = "ReconcileFailed"
-SHADOWING = "Shadowing"
-FINALIZING = "Finalizing"
 _PASSWORD_BYTES = 24
 
 
@@ -80,45 +76,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _warmup_target(
-    kube: Kube, cluster: dict[str, Any], children: dict[tuple[str, str], Any]
-) -> WarmupTarget | None:
-    """Where to read the warm-up's measurement (while shadowing) and the sidecars' reports
-    (while finalizing); None when no warm-up is in one of those phases."""
-    warm_up = (cluster.get("status") or {}).get("warmUp") or {}
-    phase = warm_up.get("phase")
-    if phase not in (SHADOWING, FINALIZING):
-        return None
-    meta = cluster["metadata"]
-
-    def address(shard: str) -> str:
-        return naming.shard_address(meta["name"], shard, meta["namespace"])
-
-    rings = [
-        RingAssignment.model_validate(warm_up[side]["assignment"]).to_ring()
-        for side in ("fromRing", "toRing")
-    ]
-    heartbeats = sorted({address(ring.shard_for(HEARTBEAT_KEY.encode())) for ring in rings})
-    return WarmupTarget(
-        namespace=meta["namespace"],
-        cluster=meta["name"],
-        addresses=tuple(address(s) for s in _gaining_shards(warm_up)) if phase == SHADOWING else (),
-        password=_password(kube, cluster, children),
-        change_id=f"v{warm_up['toRing']['version']}",
-        heartbeat_addresses=tuple(heartbeats),
-    )
-
-
-def _gaining_shards(warm_up: dict[str, Any]) -> list[str]:
-    """Shards that own more of the keyspace on the next ring: the ones that start cold."""
-
-    def shares(ring: dict[str, Any]) -> dict[str, float]:
-        return RingAssignment.model_validate(ring["assignment"]).to_ring().shares()
-
-    before, after = shares(warm_up["fromRing"]), shares(warm_up["toRing"])
-    return sorted(name for name, share in after.items() if share > before.get(name, 0.0))
-
-
 def _password(
     kube: Kube, cluster: dict[str, Any], children: dict[tuple[str, str], Any]
 ) -> str | None:
@@ -143,7 +100,7 @@ def _observe_warmup(
     children: dict[tuple[str, str], Any],
     now: datetime,
 ) -> tuple[WarmupObservation | None, SidecarReports | None]:
-    target = _warmup_target(kube, cluster, children)
+    target = warmup_target(cluster, _password(kube, cluster, children))
     if target is None:
         return None, None
     try:

@@ -26,8 +26,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from cachefleet.ring import Ring, RingAssignment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cachefleet_operator import naming
 from cachefleet_operator.plan import SidecarReports, WarmupObservation
 
 # Sidecars say which config they run every 5 s; one silent for longer than this is not counted.
@@ -52,6 +54,45 @@ class WarmupTarget:
     change_id: str = ""  # the sidecars' counters are under cachefleet:warmup:<change_id>
     # HOST:PORT of the shards where sidecars report their config (the heartbeat key's owners).
     heartbeat_addresses: tuple[str, ...] = ()
+
+
+SHADOWING = "Shadowing"
+FINALIZING = "Finalizing"
+
+
+def warmup_target(cluster: dict[str, Any], password: str | None) -> WarmupTarget | None:
+    """Where to read the warm-up's measurement (while shadowing) and the sidecars' reports
+    (while finalizing) for a CacheCluster as the API returns it; None when no warm-up is in one
+    of those phases."""
+    warm_up = (cluster.get("status") or {}).get("warmUp") or {}
+    phase = warm_up.get("phase")
+    if phase not in (SHADOWING, FINALIZING):
+        return None
+    meta = cluster["metadata"]
+
+    def address(shard: str) -> str:
+        return naming.shard_address(meta["name"], shard, meta["namespace"])
+
+    rings = [
+        RingAssignment.model_validate(warm_up[side]["assignment"]).to_ring()
+        for side in ("fromRing", "toRing")
+    ]
+    heartbeats = sorted({address(ring.shard_for(HEARTBEAT_KEY.encode())) for ring in rings})
+    warming = gaining_shards(rings[0], rings[1]) if phase == SHADOWING else []
+    return WarmupTarget(
+        namespace=meta["namespace"],
+        cluster=meta["name"],
+        addresses=tuple(address(shard) for shard in warming),
+        password=password,
+        change_id=f"v{warm_up['toRing']['version']}",
+        heartbeat_addresses=tuple(heartbeats),
+    )
+
+
+def gaining_shards(before: Ring, after: Ring) -> list[str]:
+    """Shards that own more of the keyspace on the next ring: the ones that start cold."""
+    old, new = before.shares(), after.shares()
+    return sorted(name for name, share in new.items() if share > old.get(name, 0.0))
 
 
 class WarmupSignal(Protocol):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cachefleet_operator.local.processes import answers_ping
 
 from tests.support.ports import free_port
 from tests.support.processes import LocalServer, ProcessFailed, spawn, stop, wait_until
@@ -36,23 +37,7 @@ class RedisServer(LocalServer):
         return redis.Redis(host=self.host, port=self.port, password=self.password, **kwargs)
 
     def answers_ping(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
-                request = b"PING\r\n"
-                if self.password is not None:
-                    secret = self.password.encode()
-                    request = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret) + request
-                sock.sendall(request)
-                reply = b""
-                while not reply.endswith(b"+PONG\r\n"):
-                    chunk = sock.recv(256)
-                    if not chunk or chunk.startswith(b"-"):
-                        # -LOADING and friends: not ready yet; -WRONGPASS would be our bug.
-                        return False
-                    reply += chunk
-                return True
-        except OSError:
-            return False
+        return answers_ping(self.port, self.password)
 
 
 def start_redis(
