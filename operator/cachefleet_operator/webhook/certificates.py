@@ -75,8 +75,10 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def new_ca(now: datetime, common_name: str = "cachefleet-webhook-ca") -> Pem:
+def new_ca(now: datetime) -> Pem:
     key = _key()
+    # Dated, so an old and a new CA in one bundle never share a subject during a rotation.
+    common_name = f"cachefleet-webhook-ca-{now:%Y%m%d%H%M%S}"
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     certificate = (
         x509.CertificateBuilder()
@@ -132,6 +134,10 @@ def new_serving(ca: Pem, hosts: list[str], now: datetime) -> Pem:
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     return Pem(certificate.public_bytes(serialization.Encoding.PEM), _pem_key(key))
