@@ -101,7 +101,11 @@ def register(subparsers: Any) -> None:
     )
     hook = operator.add_argument_group("sidecar-injection webhook")
     hook.add_argument(
-        "--webhook-port", type=int, default=9443, metavar="PORT", help="HTTPS port; 0: none"
+        "--webhook-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve the webhook on this HTTPS port (the chart: 9443); default 0: no webhook",
     )
     hook.add_argument(
         "--webhook-host",
