@@ -158,7 +158,8 @@ def sidecar_volume(facts: SidecarFacts) -> dict[str, Any]:
         secret, key = facts.password
         relative = PASSWORD_FILE.removeprefix(CONFIG_DIR + "/")
         sources.append({"secret": {"name": secret, "items": [{"key": key, "path": relative}]}})
-    return {"name": VOLUME_NAME, "projected": {"sources": sources, "defaultMode": 0o440}}
+    # Readable by the sidecar's uid whatever the pod's fsGroup (the files are owned by root).
+    return {"name": VOLUME_NAME, "projected": {"sources": sources, "defaultMode": 0o444}}
 
 
 def injection_patch(pod: dict[str, Any], facts: SidecarFacts) -> list[dict[str, Any]]:
