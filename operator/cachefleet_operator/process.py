@@ -19,6 +19,7 @@ import kopf
 
 from cachefleet_operator import handlers, sidecar_audit
 from cachefleet_operator.kube import Kube, KubeError
+from cachefleet_operator.labels import CLUSTER
 from cachefleet_operator.leader import ElectionTiming
 from cachefleet_operator.leadership import Leadership
 from cachefleet_operator.webhook.server import ClusterCache, Webhook
@@ -152,7 +153,13 @@ class _Parts:
                 pods += kube.list_pods(namespace, sidecar_audit.SELECTOR)
         for pod in sidecar_audit.without_sidecar(pods):
             meta = pod["metadata"]
-            if meta.get("uid") in self.warned:
+            cluster = (meta.get("labels") or {}).get(CLUSTER, "")
+            if (
+                meta.get("uid") in self.warned
+                or (meta["namespace"], cluster) not in self.cache.objects
+            ):
+                # Warned already, or naming a CacheCluster that does not exist: the webhook
+                # said so when it admitted the pod.
                 continue
             involved = {
                 "apiVersion": "v1",

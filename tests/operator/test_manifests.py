@@ -125,3 +125,20 @@ def test_unlabelled_and_fleet_pods_get_an_empty_answer() -> None:
     for body in (shard, {"metadata": {"name": "x"}, "spec": {"containers": []}}):
         response = answer(_review(body), facts(False)).review["response"]
         assert response == {"uid": "u-1", "allowed": True}
+
+
+def test_the_audit_finds_labelled_pods_without_sidecar_only() -> None:
+    from cachefleet_operator.sidecar_audit import without_sidecar
+    from cachefleet_operator.webhook.admission import answer as admit
+
+    bare = pod("bare")
+    bare["metadata"]["uid"] = "u-bare"
+    patched = admit(_review(pod("bare")), facts(True)).review["response"]["patch"]
+    import jsonpatch
+
+    injected = jsonpatch.apply_patch(pod("bare"), json.loads(base64.b64decode(patched)))
+    shard = pod("bare")
+    shard["metadata"]["labels"]["cachefleet.io/role"] = "shard"
+    going = pod("bare")
+    going["metadata"]["deletionTimestamp"] = "2026-12-01T12:00:00Z"
+    assert without_sidecar([bare, injected, shard, going]) == [bare]
