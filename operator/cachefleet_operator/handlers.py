@@ -380,6 +380,9 @@ def operator_settings() -> kopf.OperatorSettings:
     # A server-side watch timeout makes a lost connection show up within a minute.
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 90
+    # No runtime scanning of CRDs and namespaces: it needs cluster-wide list/watch of both,
+    # more than the operator's RBAC grants (the namespaces are given, the CRD is ours).
+    settings.scanning.disabled = True
     return settings
 
 

@@ -33,7 +33,7 @@ def versions(kubectl: Kubectl, documents: list[dict[str, Any]]) -> dict[str, str
         args = ["get", document["kind"], meta["name"], "-o", "json"]
         if meta.get("namespace"):
             args += ["-n", meta["namespace"]]
-        live = json.loads(kubectl.run(*args, namespaced="namespace" not in meta).stdout)
+        live = json.loads(kubectl.run(*args, namespaced=False).stdout)
         found[f"{document['kind']}/{meta['name']}"] = live["metadata"]["resourceVersion"]
     return found
 

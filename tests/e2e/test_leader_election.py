@@ -59,9 +59,11 @@ def test_only_the_leader_writes_and_the_other_takes_over_when_it_dies(
     pair: tuple[Kubectl, Operator, Operator], audit: AuditLog
 ) -> None:
     kubectl, first, second = pair
-    start = audit.offset()
     leader_name = wait_for(lambda: holder(kubectl), "a Lease holder", 30)
     leader, follower = (first, second) if leader_name == first.identity else (second, first)
+    # From here on: the first Lease was created (both may have tried; one got 409).
+    time.sleep(1.5)
+    start = audit.offset()
     kubectl.apply(cache_cluster("led", 2, warmUp={"enabled": False}))
     wait_stable(kubectl, "led", 2)
     kubectl.run("scale", "cc/led", "--replicas=3")
