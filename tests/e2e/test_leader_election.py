@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import Installed
 from tests.e2e.harness import AuditLog, Kubectl, Operator, create_namespace, wait_for
 from tests.e2e.test_operator import cache_cluster, wait_stable
 
@@ -23,8 +24,10 @@ TIMING = ("--lease-seconds", "6", "--renew-deadline", "4", "--retry-seconds", "1
 
 @pytest.fixture
 def pair(
-    kubeconfig: Path, tmp_path: Path, audit: AuditLog | None
+    kubeconfig: Path, tmp_path: Path, audit: AuditLog | None, chart: Installed
 ) -> Iterator[tuple[Kubectl, Operator, Operator]]:
+    """Two replicas with the admin's credentials in a namespace of their own (the chart's
+    CRD installed), both watching it, their Lease there too."""
     if audit is None:
         pytest.skip("needs the local control plane's audit log (KUBECONFIG is set)")
     admin = Kubectl(kubeconfig)
