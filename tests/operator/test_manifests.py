@@ -142,3 +142,29 @@ def test_the_audit_finds_labelled_pods_without_sidecar_only() -> None:
     going = pod("bare")
     going["metadata"]["deletionTimestamp"] = "2026-12-01T12:00:00Z"
     assert without_sidecar([bare, injected, shard, going]) == [bare]
+
+
+def test_the_operators_own_objects_validate_too() -> None:
+    from datetime import UTC, datetime
+
+    from cachefleet_operator.leader import ElectionTiming, LeaseState, decide, released
+    from cachefleet_operator.webhook.certificates import ensure
+    from cachefleet_operator.webhook.tls import TlsKeeper
+
+    now = datetime.now(UTC)
+    where = {"name": "cachefleet-operator", "namespace": "cachefleet-system"}
+    lease = decide(None, "replica-a", now, ElectionTiming(), **where).lease
+    assert lease is not None
+    given_up = released(
+        LeaseState.from_lease({**lease, "metadata": {"resourceVersion": "3"}}), now=now, **where
+    )
+    keeper = TlsKeeper(
+        kube=None,  # type: ignore[arg-type]  # only the Secret's rendering is used
+        namespace="cachefleet-system",
+        secret_name="cachefleet-webhook-tls",
+        configuration_name="cachefleet-sidecar-injector",
+        hosts=["127.0.0.1"],
+    )
+    secret = keeper._secret(ensure(None, ["127.0.0.1"], now), None)
+    errors = [p for manifest in (lease, given_up, secret) for p in problems(manifest)]
+    assert errors == [], "\n".join(errors)
