@@ -20,7 +20,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -258,8 +258,18 @@ class Scheduler:
 
     runtime: OperatorRuntime
     tracked: dict[tuple[str, str], _Tracked] = field(default_factory=dict)
+    # Leader election: only the Lease's holder reconciles; the others keep ``tracked`` warm.
+    may_act: Callable[[], bool] = lambda: True
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _executor: ThreadPoolExecutor | None = None
+
+    def leadership_changed(self, leading: bool) -> None:
+        """A new leader looks at everything at once: the old one may have left work behind."""
+        if leading:
+            now = time.monotonic()
+            for entry in self.tracked.values():
+                entry.due = min(entry.due, now)
+        self._wake.set()
 
     def notice(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body.get("metadata", {})
@@ -293,6 +303,12 @@ class Scheduler:
                 self._wake.clear()
                 now = time.monotonic()
                 next_due = now + self.runtime.resync_seconds
+                if not self.may_act():
+                    # A follower: watch only. Leadership changes wake us; look now and then
+                    # anyway, in case a renewal lapsed without a change being reported.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                    continue
                 for entry in list(self.tracked.values()):
                     if entry.running:
                         continue
@@ -346,10 +362,19 @@ def operator_settings() -> kopf.OperatorSettings:
     # A server-side watch timeout makes a lost connection show up within a minute.
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 90
+    # No runtime scanning of CRDs and namespaces: it needs cluster-wide list/watch of both,
+    # more than the operator's RBAC grants (the namespaces are given, the CRD is ours).
+    settings.scanning.disabled = True
     return settings
 
 
-def build_registry(scheduler: Scheduler) -> kopf.OperatorRegistry:
+def build_registry(
+    scheduler: Scheduler,
+    *,
+    on_event: Callable[[str | None, dict[str, Any]], None] = lambda kind, body: None,
+    on_startup: Callable[[], Awaitable[None]] | None = None,
+    on_cleanup: Callable[[], Awaitable[None]] | None = None,
+) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     tasks: list[asyncio.Task[None]] = []
 
@@ -361,9 +386,13 @@ def build_registry(scheduler: Scheduler) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry)
     async def start_scheduler(**_: Any) -> None:
         tasks.append(asyncio.create_task(scheduler.run(), name="cachefleet-scheduler"))
+        if on_startup is not None:
+            await on_startup()
 
     @kopf.on.cleanup(registry=registry)
     async def stop_scheduler(**_: Any) -> None:
+        if on_cleanup is not None:
+            await on_cleanup()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -371,20 +400,8 @@ def build_registry(scheduler: Scheduler) -> kopf.OperatorRegistry:
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def cachecluster_event(**kwargs: Any) -> None:
         event = kwargs["event"]
-        scheduler.notice(event.get("type"), event.get("object") or {})
+        body = event.get("object") or {}
+        scheduler.notice(event.get("type"), body)
+        on_event(event.get("type"), body)
 
     return registry
-
-
-def run(
-    runtime: OperatorRuntime, *, namespaces: Collection[str] = (), clusterwide: bool = False
-) -> None:
-    """Run the operator in this process until it is interrupted."""
-    scheduler = Scheduler(runtime)
-    kopf.run(
-        registry=build_registry(scheduler),
-        settings=operator_settings(),
-        standalone=True,
-        clusterwide=clusterwide,
-        namespaces=list(namespaces),
-    )

@@ -12,14 +12,17 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 import socket
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from cachefleet_operator import permissions
 from cachefleet_operator.plan import APPLIED_HASH_ANNOTATION, ChildRef, EventSpec, Manifest
 
 FIELD_MANAGER = "cachefleet-operator"
@@ -37,6 +40,8 @@ _PLURALS: dict[str, str] = {
     "PodDisruptionBudget": "poddisruptionbudgets",
     "CacheCluster": PLURAL,
     "Event": "events",
+    "Pod": "pods",
+    "Lease": "leases",
 }
 _CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("apps/v1", "StatefulSet"),
@@ -47,7 +52,7 @@ _CHILD_KINDS: tuple[tuple[str, str], ...] = (
 )
 _TIMEOUT = (5.0, 30.0)  # connect, read seconds: a hung API server must not hang a reconcile
 _EVENT_MESSAGE_LIMIT = 1024
-WRITE_VERBS = frozenset({"CREATE", "APPLY", "PATCH", "DELETE"})
+WRITE_VERBS = frozenset({"CREATE", "APPLY", "PATCH", "UPDATE", "DELETE"})
 
 
 class KubeError(Exception):
@@ -112,10 +117,21 @@ def status_merge_patch(live: dict[str, Any], desired: dict[str, Any]) -> dict[st
 
 
 class _Connection:
-    """The shared part: one ApiClient (thread-safe urllib3 pool) and what discovery found."""
+    """The shared part: one ApiClient (thread-safe urllib3 pool) and what discovery found.
 
-    def __init__(self, api_client: Any) -> None:
+    ``grant`` is what the generated RBAC allows: every request is checked against it before it
+    is sent. ``write_fence`` (leader election) says whether this process may write now.
+    """
+
+    def __init__(
+        self,
+        api_client: Any,
+        grant: permissions.Grant,
+        write_fence: Callable[[], bool] | None = None,
+    ) -> None:
         self.api_client = api_client
+        self.grant = grant
+        self.write_fence = write_fence
         self._lock = threading.Lock()
         self._pdb_version: str | None = None
 
@@ -141,7 +157,13 @@ class Kube:
         self.counts: Counter[str] = Counter()
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None) -> Kube:
+    def connect(
+        cls,
+        kubeconfig: str | None = None,
+        *,
+        grant: permissions.Grant | None = None,
+        user_agent: str | None = None,
+    ) -> Kube:
         # Typed as Any: the client's config loaders carry no annotations.
         client: Any = importlib.import_module("kubernetes.client")
         config: Any = importlib.import_module("kubernetes.config")
@@ -153,7 +175,11 @@ class Kube:
                 config.load_kube_config(client_configuration=configuration)
         else:
             config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        return cls(_Connection(client.ApiClient(configuration)))
+        api_client = client.ApiClient(configuration)
+        if user_agent is not None:
+            # Names this process in the API server's audit log: tests count writes per replica.
+            api_client.user_agent = user_agent
+        return cls(_Connection(api_client, grant or permissions.Grant()))
 
     def counted(self) -> Kube:
         return Kube(self._connection)
@@ -169,6 +195,10 @@ class Kube:
     def close(self) -> None:
         self._connection.api_client.close()
 
+    def set_write_fence(self, fence: Callable[[], bool] | None) -> None:
+        """Writes (except the Lease's own) are refused while ``fence()`` is false."""
+        self._connection.write_fence = fence
+
     # -- plumbing -------------------------------------------------------------------------------
 
     def request(
@@ -180,9 +210,22 @@ class Kube:
         query: dict[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        fenced: bool = True,
     ) -> dict[str, Any]:
-        """One HTTP request, counted under ``verb``; the decoded JSON answer."""
-        api = self._connection.api_client
+        """One HTTP request, counted under ``verb``; the decoded JSON answer.
+
+        Refused before it is sent when the generated RBAC would not allow it, or when it is a
+        write and this process is not the leader (``fenced=False``: the Lease itself).
+        """
+        connection = self._connection
+        api = connection.api_client
+        try:
+            permissions.check(method, path, query, connection.grant)
+        except permissions.UndeclaredAccess as error:
+            raise KubeError(0, "UndeclaredAccess", str(error)) from None
+        fence = connection.write_fence
+        if fenced and verb in WRITE_VERBS and fence is not None and not fence():
+            raise KubeError(0, "NotLeader", f"{method} {path}: this replica is not the leader")
         if query:
             path = f"{path}?{urlencode(query)}"
         headers = {"Accept": "application/json", "Content-Type": content_type}
@@ -251,6 +294,26 @@ class Kube:
 
     def post_event(self, cluster: dict[str, Any], event: EventSpec) -> None:
         meta = cluster["metadata"]
+        involved = {
+            "apiVersion": cluster.get("apiVersion", f"{GROUP}/{VERSION}"),
+            "kind": cluster.get("kind", "CacheCluster"),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        }
+        self.post_event_about(meta["namespace"], involved, event, name_prefix=meta["name"])
+
+    def post_event_about(
+        self,
+        namespace: str,
+        involved: dict[str, Any],
+        event: EventSpec,
+        *,
+        name_prefix: str,
+        fenced: bool = True,
+    ) -> None:
+        """An Event on any object (``involved`` is its objectReference)."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         message = event.message
         if len(message) > _EVENT_MESSAGE_LIMIT:
@@ -258,15 +321,8 @@ class Kube:
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": cluster.get("apiVersion", f"{GROUP}/{VERSION}"),
-                "kind": cluster.get("kind", "CacheCluster"),
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
+            "metadata": {"generateName": f"{name_prefix}.", "namespace": namespace},
+            "involvedObject": {k: v for k, v in involved.items() if v is not None},
             "type": event.type,
             "reason": event.reason,
             "message": message,
@@ -277,11 +333,79 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        self.request("CREATE", "POST", self._path("v1", "Event", meta["namespace"]), body=body)
+        self.request(
+            "CREATE", "POST", self._path("v1", "Event", namespace), body=body, fenced=fenced
+        )
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self._get("v1", "Secret", namespace, name)
+        return found
+
+    # -- the operator's own objects ----------------------------------------------------------------
+
+    def server_version(self) -> tuple[int, int]:
+        """(major, minor) of the API server, e.g. (1, 29); "29+" minors count as 29."""
+        info = self.request("GET", "GET", "/version")
+        digits = re.compile(r"^\d+")
+
+        def number(text: Any) -> int:
+            found = digits.match(str(text))
+            return int(found.group()) if found else 0
+
+        return number(info.get("major")), number(info.get("minor"))
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self._get("coordination.k8s.io/v1", "Lease", namespace, name)
+        return found
+
+    def write_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
+        """Create the Lease (no resourceVersion) or replace it (409 if someone wrote it)."""
+        name = lease["metadata"]["name"]
+        if lease["metadata"].get("resourceVersion"):
+            path = self._path("coordination.k8s.io/v1", "Lease", namespace, name)
+            return self.request("UPDATE", "PUT", path, body=lease, fenced=False)
+        path = self._path("coordination.k8s.io/v1", "Lease", namespace)
+        return self.request("CREATE", "POST", path, body=lease, fenced=False)
+
+    def write_secret(self, namespace: str, secret: dict[str, Any]) -> dict[str, Any]:
+        """Create the Secret, or replace it when it carries the resourceVersion it replaces."""
+        name = secret["metadata"]["name"]
+        if secret["metadata"].get("resourceVersion"):
+            path = self._path("v1", "Secret", namespace, name)
+            return self.request("UPDATE", "PUT", path, body=secret)
+        return self.request("CREATE", "POST", self._path("v1", "Secret", namespace), body=secret)
+
+    def get_webhook_configuration(self, name: str) -> dict[str, Any] | None:
+        path = f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{quote(name)}"
         try:
-            return self.request("GET", "GET", self._path("v1", "Secret", namespace, name))
+            return self.request("GET", "GET", path)
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def patch_webhook_configuration(self, name: str, patch: list[dict[str, Any]]) -> None:
+        """A JSON patch (with ``test`` operations guarding what it replaces)."""
+        path = f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{quote(name)}"
+        self.request(
+            "PATCH",
+            "PATCH",
+            path,
+            query={"fieldManager": FIELD_MANAGER},
+            body=patch,
+            content_type="application/json-patch+json",
+        )
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        listing = self.request(
+            "LIST", "GET", self._path("v1", "Pod", namespace), query={"labelSelector": selector}
+        )
+        items: list[dict[str, Any]] = listing.get("items", [])
+        return items
+
+    def _get(self, api_version: str, kind: str, namespace: str, name: str) -> Any:
+        try:
+            return self.request("GET", "GET", self._path(api_version, kind, namespace, name))
         except KubeError as error:
             if error.status == 404:
                 return None

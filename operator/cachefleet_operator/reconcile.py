@@ -40,7 +40,7 @@ from cachefleet_operator.children.shard import shard_children
 from cachefleet_operator.children.sidecar_config import CONFIG_KEY, Routing, sidecar_config_map
 from cachefleet_operator.clock import rfc3339, seconds_since
 from cachefleet_operator.conditions import condition, find
-from cachefleet_operator.labels import CLUSTER, Owner
+from cachefleet_operator.labels import Owner
 from cachefleet_operator.manifest_hash import applied_hash, stamped
 from cachefleet_operator.naming import (
     auth_secret,
@@ -271,8 +271,13 @@ def _weight_text(weights: list[tuple[str, float]]) -> str:
 
 
 def _ours(child: Manifest, owner: Owner) -> bool:
-    labels = (child.get("metadata") or {}).get("labels") or {}
-    return bool(labels.get(CLUSTER, owner.name) == owner.name)
+    """Owned by this CacheCluster (by uid): the label alone is no proof, anyone can set it.
+
+    A ConfigMap created by Helm or an app that carries ``cachefleet.io/cluster`` is listed with
+    the children, but it is not the operator's to delete.
+    """
+    references = (child.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == owner.uid and owner.uid for ref in references)
 
 
 # -- the change ----------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 from tests.support.processes import log_tail, spawn, stop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,6 +131,10 @@ class Kubectl:
 def install_crd(kubectl: Kubectl) -> None:
     """Apply crds/ and wait until the API server serves the CacheCluster resource."""
     kubectl.run("apply", "-f", str(CRD_DIR), namespaced=False)
+    wait_for_crd(kubectl)
+
+
+def wait_for_crd(kubectl: Kubectl) -> None:
     kubectl.run(
         "wait",
         "--for=condition=Established",
@@ -138,9 +144,13 @@ def install_crd(kubectl: Kubectl) -> None:
     )
 
 
-def create_namespace(kubectl: Kubectl, prefix: str = "cachefleet-e2e") -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    kubectl.run("create", "namespace", name, namespaced=False)
+def create_namespace(
+    kubectl: Kubectl, prefix: str = "cachefleet-e2e", existing: str | None = None
+) -> str:
+    """A fresh namespace (or ``existing``), once its default ServiceAccount exists."""
+    name = existing or f"{prefix}-{uuid.uuid4().hex[:6]}"
+    if existing is None:
+        kubectl.run("create", "namespace", name, namespaced=False)
     # Pods need the namespace's default ServiceAccount, which the controller-manager adds.
     wait_for(
         lambda: (
@@ -164,10 +174,17 @@ class Operator:
     signal_file: Path
     log: Path
     resync_seconds: float = 2.0
+    # Its name in the Lease and in the API server's audit log (through its user agent).
+    identity: str = "operator-a"
+    operator_namespace: str | None = None
+    webhook_port: int = 0
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def argv(self) -> list[str]:
+        webhook = ["--webhook-port", str(self.webhook_port)]
+        if self.webhook_port:
+            webhook += ["--webhook-host", "127.0.0.1"]
         return [
             str(CACHEFLEET),
             "operator",
@@ -175,12 +192,21 @@ class Operator:
             str(self.kubeconfig),
             "--namespace",
             self.namespace,
+            "--operator-namespace",
+            self.operator_namespace or self.namespace,
+            "--identity",
+            self.identity,
             "--warmup-signal",
             f"file:{self.signal_file}",
             "--resync-seconds",
             str(self.resync_seconds),
+            *webhook,
             *self.extra_args,
         ]
+
+    @property
+    def user_agent(self) -> str:
+        return f"({self.identity})"
 
     def start(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -245,3 +271,127 @@ def running_operator(
         yield operator
     finally:
         operator.stop()
+
+
+# -- the API server's audit log: who wrote what ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditedWrite:
+    verb: str
+    user: str
+    user_agent: str
+    resource: str
+    namespace: str
+    name: str
+    code: int
+    at: float  # seconds since the epoch, when the API server answered
+
+
+class AuditLog:
+    """The write requests the local API server logged (start-control-plane.sh's audit policy)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def offset(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def writes(self, since: int = 0) -> list[AuditedWrite]:
+        found = []
+        with open(self.path, "rb") as handle:
+            handle.seek(since)
+            for line in handle:
+                event = json.loads(line)
+                if event.get("stage") != "ResponseComplete":
+                    continue
+                ref = event.get("objectRef") or {}
+                resource = ref.get("resource", "")
+                if ref.get("subresource"):
+                    resource += "/" + ref["subresource"]
+                stamp = event.get("stageTimestamp", "")
+                found.append(
+                    AuditedWrite(
+                        verb=event.get("verb", ""),
+                        user=(event.get("user") or {}).get("username", ""),
+                        user_agent=event.get("userAgent", ""),
+                        resource=resource,
+                        namespace=ref.get("namespace", ""),
+                        name=ref.get("name", ""),
+                        code=(event.get("responseStatus") or {}).get("code", 0),
+                        at=_epoch(stamp),
+                    )
+                )
+        return found
+
+    def by(self, operator: Operator, since: int = 0) -> list[AuditedWrite]:
+        """Write requests ``operator`` (by its user agent) made since ``since``."""
+        return [w for w in self.writes(since) if operator.user_agent in w.user_agent]
+
+
+def _epoch(stamp: str) -> float:
+    from datetime import datetime
+
+    if not stamp:
+        return 0.0
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def audit_log(kubeconfig: Path) -> AuditLog | None:
+    """The local control plane's audit log; None for a cluster from $KUBECONFIG."""
+    path = kubeconfig.parent / "audit.log"
+    return AuditLog(path) if path.exists() else None
+
+
+# -- the Helm chart, installed as rendered ---------------------------------------------------
+
+
+def install_chart(
+    kubectl: Kubectl, release_namespace: str, values: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Render charts/cachefleet (helm-python-sdk) and apply it, as `helm install` would."""
+    from tests.chart.chart import manifests
+
+    rendered = manifests(values, release="cachefleet", namespace=release_namespace)
+    kubectl.run("create", "namespace", release_namespace, check=False, namespaced=False)
+    crds = [m for m in rendered if m["kind"] == "CustomResourceDefinition"]
+    rest = [m for m in rendered if m["kind"] != "CustomResourceDefinition"]
+    for batch in (crds, rest):
+        text = "".join("---\n" + json.dumps(m) + "\n" for m in batch)
+        kubectl.run(
+            "apply",
+            "--server-side",
+            "--field-manager=helm",
+            "-f",
+            "-",
+            input=text,
+            namespaced=False,
+        )
+    wait_for_crd(kubectl)
+    return rendered
+
+
+def service_account_kubeconfig(
+    admin: Kubectl, namespace: str, account: str, destination: Path
+) -> Path:
+    """A kubeconfig that authenticates as ``account``: the operator runs with exactly its RBAC."""
+    token = admin.run(
+        "create", "token", account, "-n", namespace, "--duration=4h", namespaced=False
+    ).stdout.strip()
+    config = yaml.safe_load(admin.kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    for context in config["contexts"]:
+        context["context"]["namespace"] = namespace
+    destination.write_text(yaml.safe_dump(config))
+    destination.chmod(0o600)
+    return destination
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

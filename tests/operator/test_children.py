@@ -175,7 +175,9 @@ def test_the_sidecar_config_is_the_data_planes_schema_with_stable_addresses() ->
     assert config.hot_keys.enabled and config.hot_keys.top_k == 64
     assert config.l1.enabled and config.l1.ttl_ms == 500
     assert config.auth.shard_password_file == "/etc/cachefleet/auth/password"
-    assert config.listen == "127.0.0.1:6379" and config.admin_listen == "127.0.0.1:9121"
+    assert (
+        config.listen == "127.0.0.1:6379" and config.admin_listen == "0.0.0.0:9121"
+    )  # probes come to the pod IP
     assert config.config_version.startswith("1-")
     assert config_map["metadata"]["annotations"]["cachefleet.io/auth-secret"] == "sessions-auth"
 

@@ -263,6 +263,40 @@ def test_children_no_longer_wanted_are_deleted() -> None:
     assert not fleet.sidecar_config().gutter.enabled
 
 
+def test_only_children_owned_by_the_clusters_uid_are_deleted() -> None:
+    fleet = Fleet(cache_cluster(shards=2))
+    fleet.reconcile()
+    labels = {"cachefleet.io/cluster": "cache"}
+    # Created by Helm or an app with the cluster's label: listed, but not the operator's.
+    fleet.children[("ConfigMap", "cache-app-settings")] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cache-app-settings", "labels": labels},
+    }
+    # Left by an earlier CacheCluster of the same name (another uid): not ours either.
+    fleet.children[("Service", "cache-old")] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "cache-old",
+            "labels": labels,
+            "ownerReferences": [{"kind": "CacheCluster", "name": "cache", "uid": "uid-before"}],
+        },
+    }
+    # Ours and no longer wanted: deleted.
+    fleet.children[("Service", "cache-shard-9")] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "cache-shard-9",
+            "labels": labels,
+            "ownerReferences": [{"kind": "CacheCluster", "name": "cache", "uid": "uid-cache"}],
+        },
+    }
+    plan = fleet.reconcile()
+    assert [(ref.kind, ref.name) for ref in plan.delete] == [("Service", "cache-shard-9")]
+
+
 def test_unreadable_status_touches_nothing() -> None:
     fleet = Fleet(cache_cluster(shards=2))
     fleet.reconcile()

@@ -143,3 +143,32 @@ async def test_deleted_objects_are_dropped_and_a_namesake_is_new(
     # An object found gone by its reconcile is no longer tracked either.
     fake.gone.add("a")
     await until(lambda: ("ns", "a") not in scheduler.tracked)
+
+
+async def test_a_follower_tracks_but_reconciles_only_once_it_leads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeReconciles()
+    monkeypatch.setattr(handlers, "reconcile_once", fake)
+    runtime = OperatorRuntime(kube=None, signal=None, resync_seconds=RESYNC)  # type: ignore[arg-type]
+    leading = False
+    scheduler = Scheduler(runtime, may_act=lambda: leading)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        scheduler.notice("ADDED", body("a"))
+        scheduler.notice("ADDED", body("b"))
+        await asyncio.sleep(0.3)
+        assert fake.calls == []  # a follower only keeps its watch warm
+        assert set(scheduler.tracked) == {("ns", "a"), ("ns", "b")}
+        leading = True
+        scheduler.leadership_changed(True)
+        await until(lambda: fake.count("a") == 1 and fake.count("b") == 1)
+        leading = False
+        scheduler.leadership_changed(False)
+        calls = len(fake.calls)
+        scheduler.notice("MODIFIED", body("a", generation=2))
+        await asyncio.sleep(0.3)
+        assert len(fake.calls) == calls
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

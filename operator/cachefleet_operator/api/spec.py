@@ -40,13 +40,14 @@ Quantity = Annotated[
 class Resources(ApiModel):
     requests: dict[str, Quantity] = Field(
         default_factory=dict,
-        description="Resource requests of the Redis container, e.g. {cpu: 100m, memory: 512Mi}.",
+        description="Resource requests of the container, e.g. {cpu: 100m, memory: 512Mi}. "
+        "Requests left out get the operator's defaults (see the parent field).",
     )
     limits: dict[str, Quantity] = Field(
         default_factory=dict,
         description=(
-            "Resource limits of the Redis container. Keep the memory limit about 25% above "
-            "maxmemory: Redis needs room for buffers and fragmentation."
+            "Resource limits of the container. For Redis keep the memory limit about 25% "
+            "above maxmemory: Redis needs room for buffers and fragmentation."
         ),
     )
 
@@ -64,7 +65,9 @@ class RedisSpec(ApiModel):
         "Default allkeys-lru (it is a cache).",
     )
     resources: Resources = Field(
-        default_factory=Resources, description="Requests and limits of each Redis container."
+        default_factory=Resources,
+        description="Requests and limits of each Redis container. Default requests: cpu 100m "
+        "and memory 125% of maxmemory.",
     )
     extra_config: dict[str, str] = Field(
         default_factory=dict,
@@ -269,6 +272,11 @@ class SidecarSpec(ApiModel):
     )
     hot_keys: HotKeysSpec = Field(default_factory=HotKeysSpec, description="Hot-key detection.")
     l1: L1Spec = Field(default_factory=L1Spec, description="In-process L1 cache.")
+    resources: Resources = Field(
+        default_factory=Resources,
+        description="Requests and limits of the injected sidecar container. Default requests: "
+        "cpu 50m, memory 64Mi.",
+    )
 
 
 class Toleration(ApiModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cachefleet_operator.children.context import REDIS_PORT, RenderContext
+from cachefleet_operator.children.security import redis_memory_request, restricted_container
 from cachefleet_operator.labels import CLUSTER, ROLE, metadata, selector
 from cachefleet_operator.naming import redis_config
 from cachefleet_operator.plan import Manifest
@@ -98,13 +99,15 @@ def redis_statefulset(
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "data", "mountPath": "/data"},
+            # The root filesystem is read-only: the start script writes redis.conf here.
+            {"name": "tmp", "mountPath": "/tmp"},
         ],
+        "securityContext": restricted_container(),
+        "resources": _resources(context, role),
     }
-    resources = spec.redis.resources
-    if role == "shard" and (resources.requests or resources.limits):
-        container["resources"] = resources.dump()
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": redis_config(context.name)}}
+        {"name": "config", "configMap": {"name": redis_config(context.name)}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
     ]
     persistent = role == "shard" and spec.persistence.enabled
     if not persistent:
@@ -115,7 +118,10 @@ def redis_statefulset(
             "runAsGroup": REDIS_UID,
             "fsGroup": REDIS_UID,
             "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
+        # Redis never talks to the Kubernetes API: no token in its pods.
+        "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 30,
         "containers": [container],
         "volumes": volumes,
@@ -162,6 +168,26 @@ def redis_statefulset(
         "metadata": metadata(context.owner, name, role, shard),
         "spec": sts_spec,
     }
+
+
+def _resources(context: RenderContext, role: str) -> dict[str, Any]:
+    """The user's requests and limits (shards only), every request left out defaulted.
+
+    Memory is requested at 125% of maxmemory: Redis needs room above its data for buffers and
+    fragmentation, and a request below what it uses invites eviction by the kubelet.
+    """
+    spec = context.spec
+    maxmemory = spec.redis.maxmemory if role == "shard" else spec.gutter.maxmemory
+    defaults = {
+        "cpu": "100m" if role == "shard" else "50m",
+        "memory": redis_memory_request(maxmemory),
+    }
+    given = spec.redis.resources if role == "shard" else None
+    requests = {**defaults, **(given.requests if given else {})}
+    result: dict[str, Any] = {"requests": dict(sorted(requests.items()))}
+    if given is not None and given.limits:
+        result["limits"] = dict(sorted(given.limits.items()))
+    return result
 
 
 def _spread(context: RenderContext, role: str) -> list[dict[str, Any]]:

@@ -80,7 +80,8 @@ def sidecar_settings(context: RenderContext, routing: Routing) -> SidecarConfig:
     sidecar = spec.sidecar
     settings = SidecarConfig(
         listen=f"127.0.0.1:{sidecar.port}",
-        admin_listen=f"127.0.0.1:{sidecar.admin_port}",
+        # On every address: the kubelet's probes and Prometheus reach it through the pod's IP.
+        admin_listen=f"0.0.0.0:{sidecar.admin_port}",
         shards=shards,
         ring=routing.ring,
         pool=PoolConfig(

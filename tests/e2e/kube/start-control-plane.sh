@@ -3,7 +3,8 @@
 # There is no kubelet: pods are created but stay Pending.
 #
 # Usage: start-control-plane.sh DIR     (stop with stop-control-plane.sh DIR)
-#   Writes DIR/kubeconfig (admin, system:masters), DIR/pids, DIR/*.log; prints the kubeconfig path.
+#   Writes DIR/kubeconfig (admin, system:masters), DIR/pids, DIR/*.log, DIR/audit.log (write
+#   requests, one JSON line each); prints the kubeconfig path.
 # Env: CACHEFLEET_KUBE_CACHE  where build-control-plane.sh cached bin/ (default /var/cache/cachefleet/kube)
 #      CACHEFLEET_KUBE_TIMEOUT seconds to wait for each component (default 60)
 set -euo pipefail
@@ -102,6 +103,19 @@ kubeconfig admin "$ADMIN_TOKEN" >"$DIR/kubeconfig"
 kubeconfig system:kube-controller-manager "$KCM_TOKEN" >"$DIR/kcm.kubeconfig"
 chmod 600 "$DIR/kubeconfig" "$DIR/kcm.kubeconfig"
 
+# --- Audit: one JSON line per write request (who, which user agent, what object), so tests
+# count the operator's own writes instead of inferring them from resourceVersions, which
+# kube-controller-manager's status updates also change.
+cat >"$DIR/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: None
+EOF
+
 # --- etcd: peer URL set explicitly, else it grabs the default port 2380 and collides.
 start etcd etcd --name default --data-dir "$DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -120,7 +134,8 @@ start kube-apiserver "$BIN/kube-apiserver" \
     --authorization-mode RBAC --allow-privileged \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
-    --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none
+    --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none \
+    --audit-policy-file "$DIR/audit-policy.yaml" --audit-log-path "$DIR/audit.log"
 wait_for "kube-apiserver /readyz" curl -fsS --cacert "$PKI/ca.crt" \
     -H "Authorization: Bearer $ADMIN_TOKEN" "https://127.0.0.1:$API_PORT/readyz"
 

@@ -1,0 +1,46 @@
+"""Pods that asked for the sidecar and started without it: each gets one Warning Event.
+
+With the webhook's ``failurePolicy: Ignore`` (the default) a pod created while no replica could
+answer starts without its sidecar, and the API server tells nobody. The leader looks for such
+pods every resync period (one LIST per watched namespace) and says so on the pod.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cachefleet_operator.injection import CONTAINER_NAME
+from cachefleet_operator.labels import CLUSTER, ROLE
+from cachefleet_operator.plan import EventSpec
+
+# The pods that ask for a sidecar: the cluster label, and not the fleet's own Redis pods.
+SELECTOR = f"{CLUSTER},!{ROLE}"
+REASON = "SidecarMissing"
+
+
+def without_sidecar(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Labelled, running-or-starting pods that have no sidecar container."""
+    found = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp") or ROLE in (meta.get("labels") or {}):
+            continue
+        spec = pod.get("spec") or {}
+        names = {
+            c.get("name")
+            for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        }
+        if CONTAINER_NAME not in names:
+            found.append(pod)
+    return found
+
+
+def warning(pod: dict[str, Any]) -> EventSpec:
+    cluster = (pod.get("metadata") or {}).get("labels", {}).get(CLUSTER, "")
+    return EventSpec(
+        "Warning",
+        REASON,
+        f"started without the cachefleet sidecar of CacheCluster {cluster!r}: the injection "
+        "webhook did not answer when it was created (failurePolicy Ignore) or refused it; "
+        "delete the pod to have it created again with the sidecar",
+    )
