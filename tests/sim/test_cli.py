@@ -103,3 +103,14 @@ def test_list_shows_every_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sim", "--list"]) == 0
     out = capsys.readouterr().out
     assert [line.split()[0] for line in out.splitlines()] == [knob.name for knob in KNOBS]
+
+
+def test_without_matplotlib_it_says_how_to_get_the_pngs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as in the sidecar image
+    assert main(["sim", "--out", str(tmp_path), "--set", "shards=4"]) == 2
+    error = capsys.readouterr().err
+    assert "PNG charts need matplotlib: pip install 'cachefleet[sim]' (or pass --no-png)" in error
+    assert not list(tmp_path.iterdir())  # not half the outputs
+    assert main(["sim", "--out", str(tmp_path), "--no-png", "--set", "shards=4"]) == 0

@@ -101,7 +101,7 @@ def _summary(result: dict[str, Any]) -> str:
 
 
 def run_sim(args: argparse.Namespace) -> int:
-    from cachefleet.sim.charts import MissingMatplotlib, write_charts
+    from cachefleet.sim.charts import MissingMatplotlib, pyplot, write_charts
     from cachefleet.sim.model import simulate
     from cachefleet.sim.page import render_page
     from cachefleet.sim.params import RESIZE_RANGE, SHARD_CHOICES, params_with
@@ -112,7 +112,9 @@ def run_sim(args: argparse.Namespace) -> int:
         return 0
     try:
         params = params_with(_overrides(args.overrides))
-    except ValueError as error:
+        if not args.no_png:
+            pyplot()  # before writing anything: all the outputs or none
+    except (ValueError, MissingMatplotlib) as error:
         raise UsageError(str(error)) from None
     rings = ring_tables(SHARD_CHOICES, range(RESIZE_RANGE[0], RESIZE_RANGE[1] + 1))
     result = simulate(params, rings)
@@ -121,8 +123,6 @@ def run_sim(args: argparse.Namespace) -> int:
         page = args.out / PAGE_NAME
         page.write_text(render_page(params, rings), encoding="utf-8")
         charts = [] if args.no_png else write_charts(result, params.as_dict(), args.out)
-    except MissingMatplotlib as error:
-        raise UsageError(str(error)) from None
     except OSError as error:
         raise UsageError(f"cannot write to {args.out}: {error.strerror or error}") from None
     if args.json:

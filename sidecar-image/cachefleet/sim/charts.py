@@ -19,7 +19,8 @@ class MissingMatplotlib(RuntimeError):
     """The PNG charts need the ``sim`` extra."""
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on a file-only backend, or MissingMatplotlib saying what to install."""
     try:
         import matplotlib
     except ModuleNotFoundError:
@@ -125,7 +126,7 @@ DRAW: dict[str, Callable[[Any, dict[str, Any], dict[str, float]], None]] = {
 
 
 def write_charts(result: dict[str, Any], params: dict[str, float], directory: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     written = []
     for name in CHART_NAMES:
         figure, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
