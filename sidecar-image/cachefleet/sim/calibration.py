@@ -18,8 +18,9 @@ class Figure:
     value: float
     unit: str
     label: str
-    document: str  # a path in the repository, or ../shared/DESIGN.md, or a publication
-    quote: str  # text that occurs verbatim in ``document`` (in the repository's files)
+    document: str  # a path in the repository, or ../shared/DESIGN.md beside it
+    section: str  # where in the document
+    quote: str  # text that occurs verbatim in ``document`` (whitespace aside)
 
 
 FIGURES: tuple[Figure, ...] = (
@@ -29,6 +30,7 @@ FIGURES: tuple[Figure, ...] = (
         "µs/request",
         "sidecar CPU per request, pipeline 1 (run 5)",
         "README.md",
+        "Figures: the sidecar against twemproxy, run 5 (2092635), CPU µs/req",
         "14.23 → 14.90, 2.24 → 1.86",
     ),
     Figure(
@@ -37,6 +39,7 @@ FIGURES: tuple[Figure, ...] = (
         "µs/request",
         "sidecar CPU per request, pipeline 16 (run 5)",
         "README.md",
+        "Figures: the sidecar against twemproxy, run 5 (2092635), CPU µs/req",
         "14.23 → 14.90, 2.24 → 1.86",
     ),
     Figure(
@@ -45,6 +48,7 @@ FIGURES: tuple[Figure, ...] = (
         "µs/request",
         "twemproxy CPU per request, pipeline 1 (run 5)",
         "README.md",
+        "Figures: the sidecar against twemproxy, run 5 (2092635), CPU µs/req",
         "14.23 → 14.90, 2.24 → 1.86",
     ),
     Figure(
@@ -53,6 +57,7 @@ FIGURES: tuple[Figure, ...] = (
         "µs/request",
         "twemproxy CPU per request, pipeline 16 (run 5)",
         "README.md",
+        "Figures: the sidecar against twemproxy, run 5 (2092635), CPU µs/req",
         "14.23 → 14.90, 2.24 → 1.86",
     ),
     Figure(
@@ -61,6 +66,7 @@ FIGURES: tuple[Figure, ...] = (
         "requests/s",
         "one Redis server driven directly, pipeline 1 (the same run): a shard's capacity",
         "README.md",
+        "Figures: the sidecar against twemproxy, run 5 (13:33 UTC)",
         "Redis directly did 81k (P1) and 623k (P16)",
     ),
     Figure(
@@ -69,6 +75,7 @@ FIGURES: tuple[Figure, ...] = (
         "requests/s",
         "one Redis server driven directly, pipeline 16 (the same run)",
         "README.md",
+        "Figures: the sidecar against twemproxy, run 5 (13:33 UTC)",
         "Redis directly did 81k (P1) and 623k (P16)",
     ),
     Figure(
@@ -77,6 +84,7 @@ FIGURES: tuple[Figure, ...] = (
         "µs/request",
         "a smart client's routing cost: MurmurHash3 plus the ring look-up, in Python",
         "../shared/DESIGN.md",
+        "Facts measured on this kind of machine",
         "mmh3 hash plus ring lookup about 0.13 µs",
     ),
     Figure(
@@ -85,6 +93,7 @@ FIGURES: tuple[Figure, ...] = (
         "bytes",
         "Redis memory per client connection in use (its query buffer allocated)",
         "docs/simulator.md",
+        "Connection memory (bench/connection_memory.py)",
         "28,915 bytes per connection in use",
     ),
     Figure(
@@ -93,6 +102,7 @@ FIGURES: tuple[Figure, ...] = (
         "bytes",
         "Redis memory per idle client connection (after clientsCron shrinks the query buffer)",
         "docs/simulator.md",
+        "Connection memory (bench/connection_memory.py)",
         "1,800 bytes once idle",
     ),
     Figure(
@@ -101,6 +111,7 @@ FIGURES: tuple[Figure, ...] = (
         "connections",
         "Redis's default maxclients: connections beyond it are refused",
         "docs/simulator.md",
+        "Where the figures come from (redis.conf's default)",
         "`maxclients 10000`",
     ),
     Figure(
@@ -109,6 +120,7 @@ FIGURES: tuple[Figure, ...] = (
         "fraction",
         "Facebook's gutter pool cut client-visible failures by 99% (NSDI 2013); a cross-check",
         "../shared/DESIGN.md",
+        "Facts measured on this kind of machine (Facebook, NSDI 2013)",
         "it cut client-visible failures by 99% (NSDI 2013)",
     ),
     Figure(
@@ -117,6 +129,7 @@ FIGURES: tuple[Figure, ...] = (
         "fraction",
         "Facebook's gutter pool is about 1% of the servers (NSDI 2013)",
         "../shared/DESIGN.md",
+        "Facts measured on this kind of machine (Facebook, NSDI 2013)",
         "Facebook's gutter pool is about 1% of the servers",
     ),
 )

@@ -246,7 +246,8 @@
   // -- sources -------------------------------------------------------------------------------
   function buildSources() {
     table("sources", ["figure", "value", "from", "it says"],
-      DATA.sources.map((s) => [s.name, s.label, `${number(s.value, s.value < 100 ? 2 : 0)} ${s.unit}`, s.document, `“${s.quote}”`]));
+      DATA.sources.map((s) => [s.name, s.label, `${number(s.value, s.value < 100 ? 2 : 0)} ${s.unit}`,
+        `${s.document}: ${s.section}`, `“${s.quote}”`]));
   }
 
   let renders = 0;
