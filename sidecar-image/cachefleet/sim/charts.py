@@ -34,12 +34,19 @@ def pyplot() -> Any:
 
 
 def _plain_numbers(ax: Any) -> None:
-    """30k rather than 3×10⁴ on both axes, log or linear."""
-    from matplotlib.ticker import EngFormatter
+    """30k rather than 3×10⁴; on a log axis, ticks at 1, 2 and 5 of each decade when there are
+    few decades, and no label on the minor ticks (they crowd)."""
+    import math
 
-    for axis in (ax.xaxis, ax.yaxis):
+    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
+    for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
         axis.set_major_formatter(EngFormatter(sep=""))
-        axis.set_minor_formatter(EngFormatter(sep=""))
+        if axis.get_scale() == "log":
+            low, high = limits
+            if math.log10(high / low) < 3:
+                axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_minor_formatter(NullFormatter())
 
 
 def _connections(ax: Any, result: dict[str, Any], params: dict[str, float]) -> None:
