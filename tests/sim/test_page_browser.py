@@ -20,8 +20,8 @@ from cachefleet.sim.scenarios.connections import connections
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-# Root in a container: no sandbox; and nothing that phones home, so the network log shows
-# only what the page itself asks for.
+# Root in a container: no sandbox, and /tmp rather than a small /dev/shm; nothing that phones
+# home, so the network log shows only what the page itself asks for.
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -31,6 +31,7 @@ FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-dev-shm-usage",
     "--window-size=1280,1600",
 )
 
