@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# Debian packages the suite and the benchmarks run for real: Redis shards, redis-benchmark, twemproxy.
-DEBIAN_PACKAGES := redis-server redis-tools nutcracker
+# Debian packages the suite and the benchmarks run for real: Redis shards, redis-benchmark, twemproxy,
+# and headless Chromium with its WebDriver for the simulator's browser test.
+DEBIAN_PACKAGES := redis-server redis-tools nutcracker chromium chromium-driver
 
 .PHONY: demo test lint typecheck pytest bench system-packages control-plane clean
 
@@ -12,11 +13,12 @@ DEBIAN_PACKAGES := redis-server redis-tools nutcracker
 $(STAMP): pyproject.toml $(wildcard sidecar-image/cachefleet/sidecar/*.c sidecar-image/cachefleet/sidecar/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[operator,dev]'
+	$(BIN)/pip install --quiet -e '.[operator,dev,sim]'
 	touch $(STAMP)
 
 system-packages:
-	@if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null && command -v nutcracker >/dev/null; then \
+	@if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null && command -v nutcracker >/dev/null \
+		&& command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
 		:; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		echo "installing $(DEBIAN_PACKAGES) from Debian"; \

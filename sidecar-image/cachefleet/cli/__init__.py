@@ -15,7 +15,12 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 # Data-plane subcommands first, then the control plane's when it is installed.
-SUBCOMMAND_MODULES = ("cachefleet.cli.ring", "cachefleet.cli.sidecar", "cachefleet_operator.cli")
+SUBCOMMAND_MODULES = (
+    "cachefleet.cli.ring",
+    "cachefleet.cli.sidecar",
+    "cachefleet.cli.sim",
+    "cachefleet_operator.cli",
+)
 
 EXIT_USAGE = 2
 
