@@ -4,7 +4,10 @@ All three run at once on 127.0.0.1: four redis-server shards behind nutcracker (
 and behind the sidecar, plus one standalone redis-server as the reference. The sidecar runs
 from a config file with its failure handling on: health checks at their defaults and a gutter
 pool (a sixth redis-server), as the operator renders it. At the end the sidecar's /metrics tell
-which share of the requests its C fast path took and which the Python paths.
+which share of the requests its C fast path took and which the Python paths. A second sidecar,
+``sidecar-shadow``, runs the same config in the shadow phase of a 4 -> 5 change at 100%: the keys
+that move (20%) are also read, mirrored or invalidated on a seventh redis-server, the new shard.
+That is extra work by design; its throughput and p99 are reported against the plain sidecar's.
 redis-benchmark (50 clients, 64-byte values, random keys over 100k, SET and GET) runs at pipeline
 1 and 16 against each target, interleaved round-robin over several rounds because the machine is
 shared and noisy; the medians over rounds are reported. For the two proxies it also reads the
@@ -36,7 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from cachefleet.config import GutterConfig, HealthConfig, ShardEndpoint  # noqa: E402
+from cachefleet.config import (  # noqa: E402
+    GutterConfig,
+    HealthConfig,
+    ShardEndpoint,
+    WarmupConfig,
+)
+from cachefleet.ring import RingAssignment, Shard, classic_ring  # noqa: E402
 
 from bench.entry import run  # noqa: E402
 from tests.support import (  # noqa: E402
@@ -53,8 +62,8 @@ VALUE_BYTES = 64
 KEYSPACE = 100_000
 TESTS = ("SET", "GET")
 PIPELINES = (1, 16)
-TARGETS = ("direct", "twemproxy", "sidecar")
-PROXIES = ("twemproxy", "sidecar")
+TARGETS = ("direct", "twemproxy", "sidecar", "sidecar-shadow")
+PROXIES = ("twemproxy", "sidecar", "sidecar-shadow")
 THROUGHPUT_TARGETS = {1: 1.0, 16: 0.9}
 P99_TARGET = 1.2
 # Lower bounds on requests per test, so a slow calibration never makes a run trivially short.
@@ -177,15 +186,24 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     out["all_met"] = all(
         out[f"P{p}"]["throughput_met"] and out[f"P{p}"]["p99_met"] for p in PIPELINES
     )
+    if "sidecar-shadow" in results:
+        shadow = results["sidecar-shadow"]
+        out["shadow_100_percent_vs_plain_sidecar"] = {
+            f"P{p}": {
+                "throughput": round(shadow[f"P{p}"]["rps"] / sidecar[f"P{p}"]["rps"], 3),
+                "p99": round(shadow[f"P{p}"]["p99_ms"] / sidecar[f"P{p}"]["p99_ms"], 3),
+            }
+            for p in PIPELINES
+        }
     return out
 
 
 @contextlib.contextmanager
 def fleet() -> Iterator[tuple[list[Target], Sidecar]]:
     """Four shards behind twemproxy and the sidecar (with a gutter member and health checks),
-    and one direct Redis; all stopped after."""
-    with start_redis_servers(6) as servers:
-        shards, direct, gutter = servers[:4], servers[4], servers[5]
+    one direct Redis, and a sidecar shadowing to a fifth shard; all stopped after."""
+    with start_redis_servers(7) as servers:
+        shards, direct, gutter, new = servers[:4], servers[4], servers[5], servers[6]
         addresses = [s.address for s in shards]
         config = sidecar_config(addresses).model_copy(
             update={
@@ -195,11 +213,32 @@ def fleet() -> Iterator[tuple[list[Target], Sidecar]]:
                 "health": HealthConfig(),
             }
         )
-        with start_nutcracker(addresses) as twemproxy, start_sidecar(config=config) as sidecar:
+        other = sidecar_config(addresses)
+        shadowing = config.model_copy(
+            update={
+                "listen": other.listen,
+                "admin_listen": other.admin_listen,
+                "shards": [*config.shards, ShardEndpoint(name=new.address, address=new.address)],
+                "warmup": WarmupConfig(
+                    phase="shadow",
+                    shadow_percent=100.0,
+                    next_ring=RingAssignment.from_ring(
+                        classic_ring([Shard(a) for a in [*addresses, new.address]])
+                    ),
+                    change_id="bench",
+                ),
+            }
+        )
+        with (
+            start_nutcracker(addresses) as twemproxy,
+            start_sidecar(config=config) as sidecar,
+            start_sidecar(config=shadowing) as shadow,
+        ):
             targets = [
                 Target("direct", direct.port, None),
                 Target("twemproxy", twemproxy.port, twemproxy.pid),
                 Target("sidecar", sidecar.port, sidecar.pid),
+                Target("sidecar-shadow", shadow.port, shadow.pid),
             ]
             yield targets, sidecar
 
@@ -277,7 +316,17 @@ def main() -> int:
         )
     verdict = "met" if comparison["all_met"] else "NOT met"
     shares = ", ".join(f"{k} {v:.1%}" for k, v in sorted(paths["share"].items()))
-    print("sidecar bench: " + "; ".join(parts) + f"; all targets {verdict}; paths: {shares}")
+    shadow = comparison.get("shadow_100_percent_vs_plain_sidecar", {})
+    shadow_text = ", ".join(
+        f"{case} {v['throughput']:.2f}x throughput, {v['p99']:.2f}x p99"
+        for case, v in shadow.items()
+    )
+    print(
+        "sidecar bench: "
+        + "; ".join(parts)
+        + f"; all targets {verdict}; paths: {shares}"
+        + (f"; 100% shadow against no warm-up: {shadow_text}" if shadow_text else "")
+    )
     return 0
 
 

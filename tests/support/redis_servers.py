@@ -17,6 +17,7 @@ from tests.support.ports import free_port
 from tests.support.processes import LocalServer, ProcessFailed, spawn, stop, wait_until
 
 READY_TIMEOUT = 10.0
+OWN = b"cachefleet:"  # the prefix of every key the sidecars keep for themselves
 
 
 @dataclass
@@ -35,6 +36,12 @@ class RedisServer(LocalServer):
 
         kwargs.setdefault("protocol", 2)
         return redis.Redis(host=self.host, port=self.port, password=self.password, **kwargs)
+
+    def app_keys(self) -> int:
+        """Keys here other than the sidecars' own bookkeeping (``cachefleet:*``: heartbeats,
+        warm-up counters, the gutter's journal, tombstones)."""
+        with self.client() as client:
+            return sum(1 for key in client.scan_iter(count=1000) if not key.startswith(OWN))
 
     def answers_ping(self) -> bool:
         return answers_ping(self.port, self.password)
