@@ -167,12 +167,22 @@ hash_tag(const char **key, Py_ssize_t *len)
     }
 }
 
-/* The owner of a key: the Redis Cluster hash tag rule, then the first token >= its hash. */
-static long
-ring_owner(RingObject *ring, const char *key, Py_ssize_t len)
+/* The key's position on the circle (the hash of its hash tag); *whole says whether that is
+ * also the hash of the whole key (no tag), which hot-key detection then reuses. */
+static uint32_t
+key_position(const char *key, Py_ssize_t len, int *whole)
 {
-    hash_tag(&key, &len);
-    uint32_t h = murmur3_32((const unsigned char *)key, len, 0);
+    const char *tagged = key;
+    Py_ssize_t tagged_len = len;
+    hash_tag(&tagged, &tagged_len);
+    *whole = tagged_len == len;
+    return murmur3_32((const unsigned char *)tagged, tagged_len, 0);
+}
+
+/* The owner of a position: the first token >= it. */
+static long
+owner_at(RingObject *ring, uint32_t h)
+{
     Py_ssize_t lo = 0, hi = ring->count;
     while (lo < hi) {
         Py_ssize_t mid = lo + (hi - lo) / 2;
@@ -182,6 +192,14 @@ ring_owner(RingObject *ring, const char *key, Py_ssize_t len)
             hi = mid;
     }
     return ring->owners[lo];
+}
+
+/* The owner of a key: the Redis Cluster hash tag rule, then the first token >= its hash. */
+static long
+ring_owner(RingObject *ring, const char *key, Py_ssize_t len)
+{
+    int whole;
+    return owner_at(ring, key_position(key, len, &whole));
 }
 
 static int
@@ -358,6 +376,7 @@ scan_arguments(RingObject *ring, PyObject *buf, PyObject *pos_obj, const char **
 #define CLASS_WRITE 2       /* anything that changes a key */
 #define REASON_SHADOW 3
 #define REASON_GRACE 4
+#define REASON_L1 5
 #define SHADOW_SEED 0x5bd1e995u /* another hash of the key: its place in the shadow percentage */
 
 typedef struct {
@@ -369,6 +388,10 @@ typedef struct {
     RingObject *other;     /* during a warm-up, the other ring (next or previous), same numbering */
     int mode;
     long shadow_basis_points; /* of 10000: the share of keys whose reads are shadowed */
+    PyObject *tracker;     /* hot-key detection (a HotKeys), or NULL */
+    PyObject *l1;          /* L1 entries, key -> (reply, expires monotonic ns, owner), or NULL */
+    unsigned char *l1_ok;  /* per owner: 1 when its L1 entries may be served (its tracking link) */
+    unsigned long long l1_hits; /* GETs this table answered from L1 */
 } RouteTableObject;
 
 /* Whether a key falls inside the shadow percentage: by a hash independent of its ring position,
@@ -383,13 +406,14 @@ in_shadow(const char *key, Py_ssize_t len, long basis_points)
 /* The decision for one key: its owner, and 0 (queue it) or the reason for a route unit.
  * RouteTable.decide in route_table.py is the same decision in Python. */
 static int
-route_decide(RouteTableObject *table, const char *key, Py_ssize_t len, int klass, long *owner)
+route_decide(RouteTableObject *table, const char *key, Py_ssize_t len, uint32_t position,
+             int klass, long *owner)
 {
-    long o = ring_owner(table->ring, key, len);
+    long o = owner_at(table->ring, position);
     *owner = o;
     if (table->stops[o])
         return table->stops[o];
-    if (table->mode == MODE_NONE || klass == CLASS_READ || ring_owner(table->other, key, len) == o)
+    if (table->mode == MODE_NONE || klass == CLASS_READ || owner_at(table->other, position) == o)
         return 0;
     if (table->mode == MODE_GRACE || klass == CLASS_WRITE)
         return table->mode == MODE_GRACE ? REASON_GRACE : REASON_SHADOW;
@@ -411,18 +435,26 @@ owners_within(RingObject *ring, Py_ssize_t pools)
 static int
 RouteTable_init(RouteTableObject *self, PyObject *args, PyObject *kwds)
 {
-    PyObject *ring, *fast, *other = Py_None;
-    Py_buffer stops;
+    PyObject *ring, *fast, *other = Py_None, *tracker = Py_None, *l1 = Py_None;
+    Py_buffer stops, l1_ok = {0};
     int mode = MODE_NONE;
     long basis_points = 0;
     static char *kwlist[] = {"ring", "fast", "stops", "other", "mode", "shadow_basis_points",
-                             NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!y*|Oil:RouteTable", kwlist, &RingType,
+                             "tracker", "l1", "l1_ok", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!y*|OilOOy*:RouteTable", kwlist, &RingType,
                                      &ring, &PyDict_Type, &fast, &stops, &other, &mode,
-                                     &basis_points))
+                                     &basis_points, &tracker, &l1, &l1_ok))
         return -1;
     int bad = stops.len == 0 || !owners_within((RingObject *)ring, stops.len);
     const char *why = "every ring owner needs an entry in stops";
+    if (!bad && tracker != Py_None && !cf_hotkeys_check(tracker)) {
+        bad = 1;
+        why = "tracker must be an initialised HotKeys";
+    }
+    if (!bad && l1 != Py_None && (!PyDict_Check(l1) || l1_ok.len != stops.len)) {
+        bad = 1;
+        why = "l1 must be a dict, with an l1_ok byte per owner";
+    }
     if (!bad && mode != MODE_NONE) {
         bad = mode != MODE_SHADOW && mode != MODE_GRACE;
         why = "mode must be 0, 1 (shadow) or 2 (grace)";
@@ -438,20 +470,36 @@ RouteTable_init(RouteTableObject *self, PyObject *args, PyObject *kwds)
     }
     if (bad) {
         PyBuffer_Release(&stops);
+        if (l1_ok.obj != NULL)
+            PyBuffer_Release(&l1_ok);
         PyErr_SetString(PyExc_ValueError, why);
         return -1;
     }
     unsigned char *copy = PyMem_Malloc((size_t)stops.len);
-    if (copy == NULL) {
+    unsigned char *ok = PyMem_Malloc((size_t)stops.len);
+    if (copy == NULL || ok == NULL) {
+        PyMem_Free(copy);
+        PyMem_Free(ok);
         PyBuffer_Release(&stops);
+        if (l1_ok.obj != NULL)
+            PyBuffer_Release(&l1_ok);
         PyErr_NoMemory();
         return -1;
     }
     memcpy(copy, stops.buf, (size_t)stops.len);
+    memset(ok, 0, (size_t)stops.len);
+    if (l1_ok.obj != NULL) {
+        memcpy(ok, l1_ok.buf, (size_t)stops.len);
+        PyBuffer_Release(&l1_ok);
+    }
     PyMem_Free(self->stops);
+    PyMem_Free(self->l1_ok);
     self->stops = copy;
+    self->l1_ok = ok;
     self->pools = stops.len;
     PyBuffer_Release(&stops);
+    Py_XSETREF(self->tracker, tracker == Py_None ? NULL : Py_NewRef(tracker));
+    Py_XSETREF(self->l1, l1 == Py_None ? NULL : Py_NewRef(l1));
     Py_INCREF(ring);
     Py_XSETREF(self->ring, (RingObject *)ring);
     Py_INCREF(fast);
@@ -474,7 +522,10 @@ RouteTable_dealloc(RouteTableObject *self)
     Py_XDECREF(self->ring);
     Py_XDECREF(self->fast);
     Py_XDECREF(self->other);
+    Py_XDECREF(self->tracker);
+    Py_XDECREF(self->l1);
     PyMem_Free(self->stops);
+    PyMem_Free(self->l1_ok);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -490,10 +541,23 @@ RouteTable_decide(RouteTableObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "RouteTable not initialised");
         return NULL;
     }
-    int reason =
-        route_decide(self, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), klass, &owner);
+    int whole;
+    const char *data = PyBytes_AS_STRING(key);
+    Py_ssize_t len = PyBytes_GET_SIZE(key);
+    int reason = route_decide(self, data, len, key_position(data, len, &whole), klass, &owner);
     return Py_BuildValue("(li)", owner, reason);
 }
+
+static PyObject *
+RouteTable_l1_hits(RouteTableObject *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->l1_hits);
+}
+
+static PyGetSetDef RouteTable_getset[] = {
+    {"l1_hits", (getter)RouteTable_l1_hits, NULL, "GETs this table answered from L1", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
 
 static PyMethodDef RouteTable_methods[] = {
     {"decide", (PyCFunction)RouteTable_decide, METH_VARARGS,
@@ -510,6 +574,7 @@ static PyTypeObject RouteTableType = {
     .tp_doc = "RouteTable(ring, fast, stops, other=None, mode=0, shadow_basis_points=0): one "
               "routing snapshot, as route_table.py builds it",
     .tp_methods = RouteTable_methods,
+    .tp_getset = RouteTable_getset,
     .tp_init = (initproc)RouteTable_init,
     .tp_new = PyType_GenericNew,
 };
@@ -633,9 +698,59 @@ fail:
     return -1;
 }
 
+static long long
+monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+/* A GET of a hot key answered from L1, as L1Route.serve does: 1 when served, 0 when the entry
+ * is missing or expired (the route unit fetches it), -1 on error. */
+static int
+l1_serve(RouteTableObject *table, const char *key, Py_ssize_t len, PyObject *client,
+         PyObject *pending_append, PyTypeObject *slot_type, PyObject *add_client)
+{
+    PyObject *name = PyBytes_FromStringAndSize(key, len);
+    if (name == NULL)
+        return -1;
+    PyObject *entry = PyDict_GetItemWithError(table->l1, name); /* borrowed */
+    Py_DECREF(name);
+    if (entry == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3 ||
+        !PyBytes_Check(PyTuple_GET_ITEM(entry, 0))) {
+        PyErr_SetString(PyExc_TypeError, "l1 entries must be (reply, expires_ns, owner)");
+        return -1;
+    }
+    long long expires = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 1));
+    if (expires == -1 && PyErr_Occurred())
+        return -1;
+    if (monotonic_ns() >= expires)
+        return 0;
+    PyObject *reply = PyTuple_GET_ITEM(entry, 0);
+    Py_INCREF(reply); /* the entry may go while Python code runs below */
+    PyObject *slot = new_slot(slot_type, client);
+    int e = slot == NULL ? -1 : PyObject_SetAttr(slot, str_reply, reply);
+    Py_DECREF(reply);
+    if (e == 0) {
+        PyObject *r = PyObject_CallOneArg(pending_append, slot);
+        e = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    if (e == 0)
+        e = register_unless_dirty(client, add_client);
+    Py_XDECREF(slot);
+    if (e < 0)
+        return -1;
+    table->l1_hits++;
+    return 1;
+}
+
 PyDoc_STRVAR(route_requests_doc,
 "route_requests(buf, pos, table, targets, client, pending_append, slot_type, add_backend,\n"
-"               ready, max_bytes) -> (pos, stop, end, owner, reason)\n\n"
+"               add_client, ready, max_bytes) -> (pos, stop, end, owner, reason)\n\n"
 "From pos, queue every complete well-formed request whose name is in table's fast commands\n"
 "(name -> (spec, arity, class)) with a key, a matching argument count, at most max_bytes, and a\n"
 "route decision of 0, as the Python loop does: a new slot_type(client) appended with\n"
@@ -645,7 +760,9 @@ PyDoc_STRVAR(route_requests_doc,
 "nothing (a client that has not authenticated). Stops at the first request it does not queue:\n"
 "pos is where it starts; stop is 0 (the end of buf, or an incomplete request), 1 (a complete\n"
 "request at buf[pos:end] for the dispatcher), 2 (bytes it does not claim: hiredis from pos) or\n"
-"3 (a fast request at buf[pos:end] whose route decision is reason for owner).");
+"3 (a fast request at buf[pos:end] whose route decision is reason for owner). With a hot-key\n"
+"tracker every fast request's key is counted; a GET of a hot key found in L1 is answered from\n"
+"it (a filled slot_type(client), add_client(client) when not dirty).");
 
 static PyObject *
 route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -654,16 +771,17 @@ route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t size, pos, max_bytes, end = 0;
     long owner = -1;
     int stop = STOP_END, reason = 0;
-    if (nargs != 10 || !PyObject_TypeCheck(args[2], &RouteTableType) ||
+    if (nargs != 11 || !PyObject_TypeCheck(args[2], &RouteTableType) ||
         (args[3] != Py_None && !PyList_Check(args[3])) || !PyType_Check(args[6])) {
         PyErr_SetString(PyExc_TypeError,
                         "route_requests(buf, pos, table, targets, client, pending_append, "
-                        "slot_type, add_backend, ready, max_bytes)");
+                        "slot_type, add_backend, add_client, ready, max_bytes)");
         return NULL;
     }
     RouteTableObject *table = (RouteTableObject *)args[2];
     PyObject *targets = args[3], *client = args[4];
-    PyObject *pending_append = args[5], *add_backend = args[7], *ready = args[8];
+    PyObject *pending_append = args[5], *add_backend = args[7], *add_client = args[8];
+    PyObject *ready = args[9];
     PyTypeObject *slot_type = (PyTypeObject *)args[6];
     if (table->ring == NULL) {
         PyErr_SetString(PyExc_ValueError, "RouteTable not initialised");
@@ -671,7 +789,7 @@ route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (scan_arguments(table->ring, args[0], args[1], &p, &size, &pos) < 0)
         return NULL;
-    max_bytes = PyLong_AsSsize_t(args[9]);
+    max_bytes = PyLong_AsSsize_t(args[10]);
     if (max_bytes == -1 && PyErr_Occurred())
         return NULL;
     while (pos < size) {
@@ -707,7 +825,33 @@ route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         if (arity > 0 ? q.argc != arity : q.argc < -arity)
             break;
-        reason = route_decide(table, p + q.key_at, q.key_len, (int)klass, &owner);
+        const char *key = p + q.key_at;
+        int whole;
+        uint32_t position = key_position(key, q.key_len, &whole);
+        reason = route_decide(table, key, q.key_len, position, (int)klass, &owner);
+        if (table->tracker != NULL) {
+            uint32_t hash = whole ? position : murmur3_32((const unsigned char *)key, q.key_len, 0);
+            int hot = cf_hotkeys_observe(table->tracker, hash, key, q.key_len);
+            if (hot < 0)
+                return NULL;
+            if (hot && !reason && table->l1 != NULL && table->l1_ok[owner] &&
+                klass != CLASS_READ) {
+                int served = klass == CLASS_VALUE_READ
+                                 ? l1_serve(table, key, q.key_len, client, args[5], slot_type,
+                                            add_client)
+                                 : 0;
+                if (served < 0)
+                    return NULL;
+                if (served) {
+                    stop = STOP_END;
+                    pos = q.end;
+                    if (get_buffer(args[0], &p, &size) < 0)
+                        return NULL;
+                    continue;
+                }
+                reason = REASON_L1;
+            }
+        }
         if (reason) {
             stop = STOP_ROUTE;
             break;
@@ -938,7 +1082,7 @@ fail:
 }
 
 PyDoc_STRVAR(deliver_replies_doc,
-"deliver_replies(buf, waiters, add_client) -> (count, pos, orphan) or None\n\n"
+"deliver_replies(buf, waiters, add_client, push=None) -> (count, pos, orphan) or None\n\n"
 "BackendConnection.data_received's loop in one call: cuts the complete replies at the start\n"
 "of buf (as split_replies) and gives each to the slot popped from the waiters deque, as the\n"
 "Python loop does (written to the client's transport when the slot is its client's only\n"
@@ -946,16 +1090,20 @@ PyDoc_STRVAR(deliver_replies_doc,
 "registered with add_client when not dirty; a slot without a client goes to\n"
 "slot.parent.part_done). count is how many replies were delivered, pos where the rest starts,\n"
 "orphan True when a reply arrived with no waiter left (delivery stopped there). None, with\n"
-"nothing delivered, when a length field is not plain decimal (use the Python loop).");
+"nothing delivered, when a length field is not plain decimal (use the Python loop). A RESP3\n"
+"push frame ('>', for example an invalidation of CLIENT TRACKING) is not a reply: it goes to\n"
+"push(raw) (dropped when push is None) and never takes a waiter.");
 
 static PyObject *
 deliver_replies(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyBytes_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "deliver_replies(buf: bytes, waiters, add_client)");
+    if (nargs < 3 || nargs > 4 || !PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "deliver_replies(buf: bytes, waiters, add_client, push=None)");
         return NULL;
     }
     PyObject *buf = args[0], *waiters = args[1], *add_client = args[2];
+    PyObject *push = nargs == 4 && args[3] != Py_None ? args[3] : NULL;
     const char *p = PyBytes_AS_STRING(buf);
     Py_ssize_t size = PyBytes_GET_SIZE(buf), pos = 0, count = 0;
     /* First the whole walk, so a fallback happens before anything is delivered. */
@@ -972,6 +1120,18 @@ deliver_replies(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     pos = 0;
     while (pos < stop) {
         Py_ssize_t end = reply_end(p, pos, size); /* bytes are immutable: same as above */
+        if (p[pos] == '>') { /* a push frame: set aside, never matched to a waiter */
+            if (push != NULL) {
+                PyObject *raw = slice(buf, p, size, pos, end);
+                PyObject *r = raw == NULL ? NULL : PyObject_CallOneArg(push, raw);
+                Py_XDECREF(raw);
+                if (r == NULL)
+                    return NULL;
+                Py_DECREF(r);
+            }
+            pos = end;
+            continue;
+        }
         Py_ssize_t left = PyObject_Length(waiters);
         if (left < 0)
             return NULL;

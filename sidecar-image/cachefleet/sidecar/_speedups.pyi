@@ -17,8 +17,13 @@ class RouteTable:
         other: Ring | None = None,
         mode: int = 0,
         shadow_basis_points: int = 0,
+        tracker: Any = None,
+        l1: dict[bytes, tuple[bytes, int, int]] | None = None,
+        l1_ok: bytes = b"",
     ) -> None: ...
     def decide(self, key: bytes, klass: int = 1, /) -> tuple[int, int]: ...
+    @property
+    def l1_hits(self) -> int: ...
 
 def route_requests(
     buf: bytes | bytearray,
@@ -29,10 +34,15 @@ def route_requests(
     pending_append: Callable[[Any], None],
     slot_type: type,
     add_backend: Callable[[Any], None],
+    add_client: Callable[[Any], None],
     ready: int,
     max_bytes: int,
     /,
 ) -> tuple[int, int, int, int, int]: ...
 def deliver_replies(
-    buf: bytes, waiters: Any, add_client: Callable[[Any], None], /
+    buf: bytes,
+    waiters: Any,
+    add_client: Callable[[Any], None],
+    push: Callable[[bytes], None] | None = None,
+    /,
 ) -> tuple[int, int, bool] | None: ...

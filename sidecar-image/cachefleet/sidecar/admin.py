@@ -21,6 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from cachefleet.sidecar.hotkeys import hot_keys_report
 from cachefleet.sidecar.pool import READY
 from cachefleet.sidecar.stats import LATENCY_BUCKETS
 
@@ -94,6 +95,7 @@ class SidecarCollector(Collector):
             readmissions.add_metric([shard], count)
         yield readmissions
         yield from warmup_metrics(app)
+        yield from hot_key_metrics(app)
 
         states = GaugeMetricFamily(
             f"{PREFIX}_shard_state", "1 for each shard's health state", labels=["shard", "state"]
@@ -164,6 +166,49 @@ class SidecarCollector(Collector):
         reloads.add_metric(["applied"], stats.config_reloads)
         reloads.add_metric(["rejected"], stats.config_reload_failures)
         yield reloads
+
+
+def hot_keys_document(app: Sidecar) -> dict[str, object]:
+    """``/hotkeys``: every tracked key, its rate, whether it is hot and whether it is in L1."""
+    tracker = app.hot_keys
+    if tracker is None:
+        return {"enabled": False, "keys": []}
+    entries = app.l1.entries if app.l1 is not None else {}
+    return {"enabled": True, "l1": app.l1 is not None, **hot_keys_report(tracker, entries)}
+
+
+def hot_key_metrics(app: Sidecar) -> Iterator[Metric]:
+    tracker = app.hot_keys
+    hot = GaugeMetricFamily(f"{PREFIX}_hot_keys", "Keys hot at this sidecar now")
+    hot.add_metric([], len(tracker.hot_keys()) if tracker is not None else 0)
+    yield hot
+    l1 = app.l1
+    if l1 is None:
+        return
+    native_hits = app.l1_hits_before + (app.routes.native.l1_hits if app.routes.native else 0)
+    stats = l1.stats
+    entries = GaugeMetricFamily(f"{PREFIX}_l1_entries", "Values held in L1")
+    entries.add_metric([], len(l1.entries))
+    yield entries
+    for name, value, text in (
+        ("l1_hits", stats.hits + native_hits, "GETs of hot keys answered from L1"),
+        ("l1_misses", stats.misses, "GETs of hot keys L1 did not hold (fetched and filled)"),
+        ("l1_fills", stats.fills, "Values stored in L1"),
+        ("l1_evictions", stats.evictions, "L1 entries dropped to make room"),
+        ("l1_flushes", stats.flushes, "Times a shard's L1 entries were dropped at once"),
+    ):
+        counter = CounterMetricFamily(f"{PREFIX}_{name}", text)
+        counter.add_metric([], value)
+        yield counter
+    invalidations = CounterMetricFamily(
+        f"{PREFIX}_l1_invalidations",
+        "L1 entries dropped, by source: push (the shard said the key changed), write (through "
+        "this sidecar), cooled (no longer hot)",
+        labels=["source"],
+    )
+    for source, count in list(stats.invalidations.items()):
+        invalidations.add_metric([source], count)
+    yield invalidations
 
 
 def warmup_metrics(app: Sidecar) -> Iterator[Metric]:
@@ -245,6 +290,9 @@ class AdminServer:
         path = path.split("?", 1)[0]
         if path == "/metrics":
             return 200, CONTENT_TYPE, generate_latest(self.registry)
+        if path == "/hotkeys":
+            body = json.dumps(hot_keys_document(self.app), indent=2).encode() + b"\n"
+            return 200, "application/json", body
         if path == "/shards":
             body = json.dumps(self.app.health.report(), indent=2).encode() + b"\n"
             return 200, "application/json", body

@@ -20,8 +20,10 @@ from cachefleet.config import SidecarConfig
 from cachefleet.sidecar.admin import AdminServer
 from cachefleet.sidecar.flusher import Flusher
 from cachefleet.sidecar.grace import GraceRoute
+from cachefleet.sidecar.hotkeys import HotKeyTracker, make_hot_keys
+from cachefleet.sidecar.l1 import L1Cache, L1Route, TrackingLink
 from cachefleet.sidecar.monitor import HealthMonitor
-from cachefleet.sidecar.pool import FailureHandler, ShardPool, ShardSettings
+from cachefleet.sidecar.pool import BackendConnection, FailureHandler, ShardPool, ShardSettings
 from cachefleet.sidecar.reload import ConfigWatcher
 from cachefleet.sidecar.route_table import Mode, RouteTable, build_route_table
 from cachefleet.sidecar.server import ClientConnection
@@ -57,6 +59,12 @@ class Sidecar:
         self.retired: list[ShardPool] = []
         self.health = HealthMonitor(self)
         self.warmup_stats = WarmupStats()
+        self.hot_keys: HotKeyTracker | None = None  # counts every request's key
+        self.l1: L1Cache | None = None
+        self.tracking: dict[str, TrackingLink] = {}  # by shard name: L1's invalidation links
+        self.l1_hits_before = 0  # answered from L1 by the C loop of route tables gone
+        self.config_hot_keys = config.hot_keys
+        self.config_l1 = config.l1
         self.clients: set[ClientConnection] = set()
         self.ready = False
         self.client_password: bytes | None = None
@@ -148,6 +156,7 @@ class Sidecar:
         change = config.warmup.change_id if config.warmup is not None else ""
         if change != self.warmup_stats.change_id:
             self.warmup_stats = WarmupStats(change_id=change, lost=self.warmup_stats.lost)
+        self._configure_hot_keys(config)
         self.health.configure(config, pools, list(gutter.values()))
         self.rebuild_routes()
         self.stats.config_version = config.config_version
@@ -157,6 +166,40 @@ class Sidecar:
                 "config %s applied (was %s): %d shards, %d new, %d retired",
                 config.config_version, previous, len(pools), len(created), len(self.retired),
             )  # fmt: skip
+
+    def _configure_hot_keys(self, config: SidecarConfig) -> None:
+        """Hot-key detection (on for L1 too: L1 serves hot keys) and L1 with its tracking links,
+        kept across reloads that do not change them."""
+        wanted = config.hot_keys.enabled or config.l1.enabled
+        if not wanted:
+            self.hot_keys = None
+        elif self.hot_keys is None or config.hot_keys != self.config_hot_keys:
+            self.hot_keys = make_hot_keys(config.hot_keys)
+        self.config_hot_keys = config.hot_keys
+        if not config.l1.enabled:
+            if self.l1 is not None:
+                self.l1.flush()
+            self.l1 = None
+        elif self.l1 is None or config.l1 != self.config_l1:
+            self.l1 = L1Cache(config.l1)
+        self.config_l1 = config.l1
+        links: dict[str, TrackingLink] = {}
+        if self.l1 is not None:
+            for owner, pool in enumerate(self._ring_pools):
+                link = self.tracking.get(pool.name)
+                if link is None or link.conn.settings != pool.settings or link.l1 is not self.l1:
+                    conn = BackendConnection(
+                        pool.settings, 3, self.flusher, pool.stats, tracking=True
+                    )
+                    link = TrackingLink(conn, owner, self.l1, self.rebuild_routes)
+                    conn.failures_to = link
+                    conn.connect()
+                link.owner = owner
+                links[pool.name] = link
+        for name, link in self.tracking.items():
+            if links.get(name) is not link:
+                link.close()
+        self.tracking = links
 
     def rebuild_routes(self) -> None:
         """Compile the route table for the current ring, warm-up and ejections; swap it in."""
@@ -174,6 +217,15 @@ class Sidecar:
                 ShadowRoute if shadow else GraceRoute,
                 self.health.serves,
             )
+        l1_routes: list[L1Route | None] = []
+        if self.l1 is not None:
+            for pool in pools:
+                link = self.tracking.get(pool.name)
+                usable = link is not None and link.usable and link.owner == len(l1_routes)
+                l1_routes.append(L1Route(pool, link) if usable and link else None)
+        previous = getattr(self, "routes", None)
+        if previous is not None and previous.native is not None:
+            self.l1_hits_before += previous.native.l1_hits
         self.routes: RouteTable = build_route_table(
             self.config.config_version,
             self._lookup,
@@ -182,6 +234,9 @@ class Sidecar:
             self.health.diverted(pools),
             warmup,
             self._native_other,
+            self.hot_keys,
+            self.l1.entries if self.l1 is not None else None,
+            l1_routes,
         )
 
     def _rejected(self, reason: str) -> None:
@@ -223,6 +278,8 @@ class Sidecar:
             now = loop.time()
             for pool in [*self.pools.values(), *self.gutter.values()]:
                 pool.check_timeouts(now)
+            for link in self.tracking.values():
+                link.conn.check_timeout(now)
             for pool in list(self.retired):
                 pool.check_timeouts(now)
                 if pool.drained:
@@ -269,6 +326,8 @@ class Sidecar:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.health.stop()
+        for link in self.tracking.values():
+            link.close()
         await self._admin.close()
         for pool in [*self.pools.values(), *self.gutter.values(), *self.retired]:
             pool.close()

@@ -26,6 +26,7 @@ decides to the route table.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 import statistics
@@ -35,12 +36,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cachefleet.config import HealthConfig
+from cachefleet.sidecar.stats import HEALTH_BUCKETS, new_window
 
 MAX_EJECTION_SECONDS = 10.0  # a shard back from an outage waits at most this (plus jitter)
 JITTER = 0.2
 GRAY_FACTOR = 4.0
 MIN_SAMPLES = 5  # round trips needed before a p99 means anything
-MAX_SAMPLES = 10_000  # per shard, the newest kept
 # Round trips older than this many check intervals are forgotten.
 WINDOW_INTERVALS = 2
 
@@ -78,7 +79,8 @@ class ShardHealth:
     ejections: int = 0
     probe_at: float = 0.0  # ejected: when the next probe is due
     healthy_since: float = 0.0
-    samples: deque[tuple[float, float]] = field(default_factory=deque)  # (time, seconds)
+    # (time, round trips counted per HEALTH_BUCKETS bucket) per look of the monitor
+    samples: deque[tuple[float, list[int]]] = field(default_factory=deque)
     p50: float | None = None
     p99: float | None = None
     last_probe: float | None = None  # seconds
@@ -94,9 +96,24 @@ class Transition:
     cause: Cause | None = None
 
 
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    index = max(0, math.ceil(fraction * len(sorted_values)) - 1)
-    return sorted_values[index]
+def percentile(counts: Sequence[int], fraction: float) -> float:
+    """The ``fraction`` quantile of round trips counted per ``HEALTH_BUCKETS`` bucket: the
+    upper bound of the bucket it falls in (within 25%)."""
+    total = sum(counts)
+    rank = max(1, math.ceil(fraction * total))
+    seen = 0
+    for index, count in enumerate(counts):
+        seen += count
+        if seen >= rank:
+            return HEALTH_BUCKETS[min(index, len(HEALTH_BUCKETS) - 1)]
+    return HEALTH_BUCKETS[-1]
+
+
+def counted(seconds: Sequence[float]) -> list[int]:
+    counts = new_window()
+    for value in seconds:
+        counts[bisect.bisect_left(HEALTH_BUCKETS, value)] += 1
+    return counts
 
 
 class HealthPolicy:
@@ -173,7 +190,7 @@ class HealthPolicy:
             return self._set(shard, State.RECOVERING, "probe answered; cleaning up", now)
         if shard.state in (State.HEALTHY, State.FAILING):
             shard.failures = 0
-            self._add_samples(shard, [seconds], now)
+            self._add_samples(shard, counted([seconds]), now)
             if shard.state == State.FAILING:
                 shard.healthy_since = now
                 return self._set(shard, State.HEALTHY, "", now)
@@ -193,10 +210,14 @@ class HealthPolicy:
         return self.soft_failure(name, reason, now)
 
     def round_trips(self, name: str, seconds: Sequence[float], now: float) -> None:
-        """Round trips the shard's pooled connections measured (passive latency)."""
+        """Round trips the shard's connections measured (passive latency)."""
+        self.round_trip_counts(name, counted(seconds), now)
+
+    def round_trip_counts(self, name: str, counts: list[int], now: float) -> None:
+        """The same, already counted per ``HEALTH_BUCKETS`` bucket (what ``stats`` keeps)."""
         shard = self.shards.get(name)
         if shard is not None:
-            self._add_samples(shard, seconds, now)
+            self._add_samples(shard, counts, now)
 
     def judge_latency(self, now: float) -> list[Transition]:
         """Eject gray failures: slow against the threshold and against the other shards."""
@@ -206,12 +227,12 @@ class HealthPolicy:
             samples = shard.samples
             while samples and samples[0][0] < horizon:
                 samples.popleft()
-            if len(samples) < MIN_SAMPLES:
+            merged = [sum(column) for column in zip(*(c for _, c in samples), strict=True)]
+            if sum(merged) < MIN_SAMPLES:
                 shard.p50 = shard.p99 = None
                 continue
-            values = sorted(seconds for _, seconds in samples)
-            shard.p50 = percentile(values, 0.5)
-            shard.p99 = percentile(values, 0.99)
+            shard.p50 = percentile(merged, 0.5)
+            shard.p99 = percentile(merged, 0.99)
             if shard.state in (State.HEALTHY, State.FAILING):
                 p99s[shard.name] = shard.p99
         threshold = self.config.slow_threshold_ms / 1000
@@ -290,11 +311,8 @@ class HealthPolicy:
         shard.reason = reason
         return Transition(shard.name, state, reason, shard.cause)
 
-    def _add_samples(self, shard: ShardHealth, seconds: Sequence[float], now: float) -> None:
-        samples = shard.samples
-        samples.extend((now, value) for value in seconds)
-        while len(samples) > MAX_SAMPLES:
-            samples.popleft()
+    def _add_samples(self, shard: ShardHealth, counts: list[int], now: float) -> None:
+        shard.samples.append((now, counts))
 
     def snapshot(self) -> Mapping[str, ShardHealth]:
         return self.shards

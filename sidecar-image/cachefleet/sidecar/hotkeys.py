@@ -27,7 +27,7 @@ really ahead of it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import Protocol
 
 from cachefleet.config.schema import HotKeysConfig
@@ -354,8 +354,11 @@ def printable_key(key: bytes) -> str:
     return "".join(parts)
 
 
-def hot_keys_report(tracker: HotKeyTracker) -> dict[str, object]:
-    """What ``/hotkeys`` on the admin endpoint shows (before L1 adds whether each key is in it)."""
+def hot_keys_report(
+    tracker: HotKeyTracker, in_l1: Container[bytes] | None = None
+) -> dict[str, object]:
+    """What ``/hotkeys`` on the admin endpoint shows; with ``in_l1`` (L1's keys), whether each
+    tracked key is in L1."""
     return {
         "thresholdPerSecond": tracker.threshold_per_second,
         "topK": tracker.top_k,
@@ -368,6 +371,7 @@ def hot_keys_report(tracker: HotKeyTracker) -> dict[str, object]:
         },
         "keys": [
             {"key": printable_key(key), "count": count, "ratePerSecond": rate, "hot": hot}
+            | ({} if in_l1 is None else {"inL1": key in in_l1})
             for key, count, rate, hot in tracker.snapshot()
         ],
     }

@@ -59,6 +59,7 @@ class HealthMonitor:
         self._polling = False
         self._next_check = 0.0
         self._next_heartbeat = 0.0
+        self._hot_generation = -1
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -189,11 +190,12 @@ class HealthMonitor:
                 log.exception("health check failed")
 
     def tick(self, now: float) -> None:
+        self._cool_hot_keys()
         policy = self.policy
         for name, pool in self.app.pools.items():
-            samples = pool.stats.latency.take_recent()
-            if samples:
-                policy.round_trips(name, samples, now)
+            window = pool.stats.latency.take_window()
+            if any(window):
+                policy.round_trip_counts(name, window, now)
         for name in policy.probes_due(now):
             self._spawn_probe(name)
         if now < self._next_check:
@@ -301,6 +303,18 @@ class HealthMonitor:
                 )  # fmt: skip
         finally:
             self._polling = False
+
+    def _cool_hot_keys(self) -> None:
+        """Let keys that stopped arriving cool down, and drop L1 entries of keys not hot."""
+        tracker = self.app.hot_keys
+        if tracker is None:
+            return
+        tracker.tick()
+        generation = tracker.hot_generation
+        if generation != self._hot_generation:
+            self._hot_generation = generation
+            if self.app.l1 is not None:
+                self.app.l1.keep_only(tracker.hot_keys())
 
     def _report_warmup(self) -> None:
         """Add what this sidecar measured since the last report to each warming shard's

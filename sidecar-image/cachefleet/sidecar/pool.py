@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -33,6 +34,8 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 
 IDLE, CONNECTING, READY, DOWN, CLOSED = range(5)
+# What CLIENT LIST on a shard shows for L1's tracking connection.
+TRACKING_CLIENT_NAME = b"cachefleet-tracking"
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,16 @@ class BackendConnection(asyncio.Protocol):
         flusher: Flusher,
         stats: ShardStats,
         failures: FailureHandler | None = None,
+        tracking: bool = False,
     ) -> None:
         self.settings = settings
         self.protocol = protocol
         self.flusher = flusher
         self.failures_to = failures
+        # A RESP3 connection with CLIENT TRACKING on (L1's): the shard pushes invalidations.
+        self.tracking = tracking
+        self.on_push: Callable[[bytes], None] | None = None  # RESP3 push frames go here
+        self.on_ready: Callable[[], None] | None = None  # called each time it (re)connects
         self.latency = stats.latency
         self.state = IDLE
         self.transport: asyncio.Transport | None = None
@@ -141,7 +149,7 @@ class BackendConnection(asyncio.Protocol):
             buf = data
         if native_deliver is not None:
             # The loop below in one C call (None: a length field it leaves to Python).
-            done = native_deliver(buf, self.waiters, self.flusher.add_client)
+            done = native_deliver(buf, self.waiters, self.flusher.add_client, self.on_push)
             if done is not None:
                 count, pos, orphan = done
                 if orphan:
@@ -153,6 +161,10 @@ class BackendConnection(asyncio.Protocol):
         waiters = self.waiters
         flusher = self.flusher
         for raw in replies:
+            if raw[:1] == b">":  # a RESP3 push frame (an invalidation), not a reply
+                if self.on_push is not None:
+                    self.on_push(raw)
+                continue
             if not waiters:
                 self.fail("a reply arrived that nobody asked for")
                 return
@@ -227,6 +239,8 @@ class BackendConnection(asyncio.Protocol):
             log.info("shard %s: connected again (RESP%d)", self.settings.name, self.protocol)
         self.failures = 0
         self.flush()
+        if self.on_ready is not None:
+            self.on_ready()
 
     def _greeting(self) -> list[bytes]:
         settings = self.settings
@@ -235,7 +249,11 @@ class BackendConnection(asyncio.Protocol):
             args = [b"HELLO", b"3"]
             if password is not None:
                 args += [b"AUTH", (settings.username or "default").encode(), password.encode()]
-            return [resp.encode_request(args)]
+            hello = [resp.encode_request(args)]
+            if self.tracking:
+                hello.append(resp.encode_request([b"CLIENT", b"SETNAME", TRACKING_CLIENT_NAME]))
+                hello.append(resp.encode_request([b"CLIENT", b"TRACKING", b"ON"]))
+            return hello
         if password is None:
             return []
         user = [settings.username.encode()] if settings.username else []

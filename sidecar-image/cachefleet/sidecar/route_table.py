@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol
 
+import mmh3
+
 from cachefleet.sidecar import resp
 from cachefleet.sidecar.commands import COMMANDS, Access, CommandSpec, Kind
 from cachefleet.sidecar.resp import Bytes
@@ -40,6 +42,7 @@ class Reason(IntEnum):
     HOLD = 2  # the owner is being re-admitted: its requests wait for the clean-up
     SHADOW = 3  # a moved key in a shadow phase: the warming owner gets a copy of the work
     GRACE = 4  # a moved key in a grace phase: a miss is retried on the previous owner
+    L1 = 5  # a hot key: GETs from L1, writes drop its entry
 
 
 class Mode(IntEnum):
@@ -71,6 +74,19 @@ FAST_COMMANDS: dict[bytes, tuple[CommandSpec, int, int]] = {
     for name, spec in COMMANDS.items()
     if spec.kind is Kind.SINGLE and spec.key_index == 1
 }
+
+
+class HotKeyCounter(Protocol):
+    """Hot-key detection as the route table uses it (``hotkeys.HotKeys`` or its C twin)."""
+
+    def observe(self, key: bytes, key_hash: int, /) -> bool: ...
+
+    def hot_keys(self) -> frozenset[bytes]: ...
+
+
+def whole_key_hash(key: bytes) -> int:
+    """The hash hot-key detection counts a key by (the ring hashes only its hash tag)."""
+    return mmh3.hash(key, 0, False)
 
 
 class Warmup(Protocol):
@@ -159,11 +175,26 @@ class RouteTable:
     routes: tuple[OwnerRoute, ...]  # by owner: ShardRoute, or the route unit of its reason
     native: NativeRouteTable | None = None  # the same table for the C loop
     warmup: Warmup | None = None  # a capacity change in progress
+    tracker: HotKeyCounter | None = None  # counts every request's key
+    l1_routes: tuple[Route | None, ...] = ()  # by owner: its L1Route while its L1 is usable
 
     @property
     def plain(self) -> bool:
         """Nothing leaves the fast path."""
-        return not any(self.stops) and self.warmup is None
+        return not any(self.stops) and self.warmup is None and self.tracker is None
+
+    def hot_stop(self, key: bytes, owner: int, klass: int) -> bool:
+        """Counts ``key`` (every request's key is counted) and says whether L1 takes the
+        request: a GET or a write of a hot key whose shard's L1 is usable. The same steps as
+        route_requests in C; only called when there is a tracker."""
+        assert self.tracker is not None
+        hot = self.tracker.observe(key, whole_key_hash(key))
+        return (
+            hot
+            and klass != RouteClass.READ
+            and owner < len(self.l1_routes)
+            and self.l1_routes[owner] is not None
+        )
 
     def decide(self, key: bytes, klass: int = RouteClass.VALUE_READ) -> tuple[int, int]:
         """(owner, reason): the decision the fast paths take (the Python loop inlines it)."""
@@ -178,11 +209,17 @@ class RouteTable:
 
     def destination(self, key: bytes) -> Route:
         owner = self.lookup(key)
-        if not self.stops[owner] and self.warmup is not None:
+        if self.stops[owner]:
+            return self.routes[owner].for_key(key)
+        if self.warmup is not None:
             other = self.warmup.other_owner(key)
             if other != owner:
                 return self.warmup.route(owner, other)
-        return self.routes[owner].for_key(key)
+        if self.l1_routes and self.tracker is not None:
+            l1_route = self.l1_routes[owner]
+            if l1_route is not None and key in self.tracker.hot_keys():
+                return l1_route
+        return self.routes[owner]
 
 
 def build_route_table(
@@ -193,10 +230,14 @@ def build_route_table(
     diverted: Mapping[int, tuple[Reason, OwnerRoute]],
     warmup: Warmup | None = None,
     native_other: NativeRing | None = None,
+    tracker: HotKeyCounter | None = None,
+    l1: dict[bytes, tuple[bytes, int, int]] | None = None,
+    l1_routes: Sequence[Route | None] = (),
 ) -> RouteTable:
-    """A table over ``pools`` where the owners in ``diverted`` go to a route unit, and the
-    moved keys of a capacity change (``warmup``, with the other ring as ``native_other`` for the
-    C loop) to its route units."""
+    """A table over ``pools`` where the owners in ``diverted`` go to a route unit, the moved
+    keys of a capacity change (``warmup``, with the other ring as ``native_other`` for the C
+    loop) to its route units, and hot keys (``tracker``) to L1 (``l1``, its entries, and
+    ``l1_routes``, by owner: None where that shard's L1 is not usable)."""
     routes: list[OwnerRoute] = [ShardRoute(pool) for pool in pools]
     stops = bytearray(len(pools))
     for owner, (reason, route) in diverted.items():

@@ -24,7 +24,7 @@ from cachefleet.sidecar import handshake, resp
 from cachefleet.sidecar.commands import COMMANDS, CommandSpec, Kind, lookup
 from cachefleet.sidecar.pool import READY, BackendConnection
 from cachefleet.sidecar.resp import Bytes, ProtocolError, request_end
-from cachefleet.sidecar.route_table import ROUTE_CLASSES, Outgoing, RouteTable
+from cachefleet.sidecar.route_table import FAST_COMMANDS, Outgoing, RouteTable, whole_key_hash
 from cachefleet.sidecar.router import send_same_shard, split
 from cachefleet.sidecar.slots import Slot
 from cachefleet.sidecar.speedups import route_requests as _route
@@ -36,7 +36,6 @@ log = logging.getLogger("cachefleet.sidecar.server")
 
 MAX_INLINE_BYTES = 64 * 1024  # like Redis's PROTO_INLINE_MAX_SIZE
 _ids = itertools.count(1)
-_SINGLE = Kind.SINGLE
 Counts = dict[CommandSpec, int]
 # Why _speedups.route_requests stopped (the same names in _speedups.c).
 STOP_END, STOP_DISPATCH, STOP_UNCLAIMED, STOP_ROUTE = range(4)
@@ -182,6 +181,7 @@ class ClientConnection(asyncio.Protocol):
         assert _route is not None
         pending_append = self.pending.append
         add_backend = self.flusher.add_backend
+        add_client = self.flusher.add_client
         max_bytes = self.app.max_request_bytes
         pos = 0
         while True:
@@ -194,7 +194,7 @@ class ClientConnection(asyncio.Protocol):
             assert table.native is not None
             pos, stop, end, _, _ = _route(
                 buf, pos, table.native, targets, self, pending_append, Slot, add_backend,
-                READY, max_bytes,
+                add_client, READY, max_bytes,
             )  # fmt: skip
             if stop == STOP_END:
                 return pos
@@ -229,6 +229,7 @@ class ClientConnection(asyncio.Protocol):
             self.pending.append,
             Slot,
             self.flusher.add_backend,
+            self.flusher.add_client,
             READY,
             self.app.max_request_bytes,
         )
@@ -258,6 +259,8 @@ class ClientConnection(asyncio.Protocol):
         cid = self.id
         pending = self.pending
         commands = COMMANDS
+        fast = FAST_COMMANDS
+        tracker = table.tracker
         max_bytes = self.app.max_request_bytes
         flusher = self.flusher
         size = len(buf)
@@ -289,18 +292,22 @@ class ClientConnection(asyncio.Protocol):
             pos = end
             if not args:
                 continue
-            spec = commands.get(args[0])
-            if spec is not None and spec.kind is _SINGLE and self.authed:
-                arity = spec.arity
+            fast_entry = fast.get(args[0])
+            if fast_entry is not None and self.authed:
+                spec, arity, klass = fast_entry
                 argc = len(args)
                 if argc == arity if arity > 0 else argc >= -arity:
-                    # The route table's decision (RouteTable.decide, route_decide in C):
-                    # queue it here, or fall through to _dispatch and its route unit.
-                    key = args[spec.key_index]
+                    # The route table's decision (RouteTable.decide and hot_stop; route_decide
+                    # and the tracker in C): queue it here, or fall through to _dispatch and
+                    # its route unit.
+                    key = args[1]
                     owner = ring_lookup(key)
-                    if not stops[owner] and (
-                        warmup is None or not warmup.stops(key, owner, ROUTE_CLASSES[spec])
-                    ):
+                    stop = stops[owner] or (
+                        warmup is not None and warmup.stops(key, owner, klass)
+                    )
+                    if tracker is not None and table.hot_stop(key, owner, klass):
+                        stop = True
+                    if not stop:
                         pool = pools[owner]
                         conns = pool.conns[protocol]
                         slot = Slot(self)
@@ -316,6 +323,8 @@ class ClientConnection(asyncio.Protocol):
                         else:
                             conn.send(raw, slot)
                         continue
+            else:
+                spec = commands.get(args[0])
             self._dispatch(spec, args, raw)
             if self.closing:
                 return -1
@@ -327,6 +336,7 @@ class ClientConnection(asyncio.Protocol):
                 stops = table.stops
                 pools = table.pools
                 warmup = table.warmup
+                tracker = table.tracker
 
     # -- everything off the hot path -------------------------------------------------------
 
@@ -365,17 +375,26 @@ class ClientConnection(asyncio.Protocol):
             local[spec] = local.get(spec, 0) + 1
             self.reply(handshake.answer(self, spec, args))
             return
+        tracker = table.tracker
         if kind == Kind.SINGLE:
             slot = Slot(self)
             self.pending.append(slot)
             key = args[spec.key_index]
+            if tracker is not None and spec.key_index != 1:
+                tracker.observe(key, whole_key_hash(key))  # the fast paths counted the others
             table.destination(key).send(Outgoing(spec, (key,), raw, slot, self.protocol, self.id))
             return
         if kind == Kind.SPLIT:
+            if tracker is not None:
+                for key in args[1 :: spec.step]:
+                    tracker.observe(key, whole_key_hash(key))
             self.queue(split(table, spec, args, raw, self, self.protocol, self.id))
             return
         assert spec.keys_of is not None
         keys = spec.keys_of(args)
+        if tracker is not None:
+            for key in keys or ():
+                tracker.observe(key, whole_key_hash(key))
         if not keys:
             app.stats.error("unroutable")
             self.reply(

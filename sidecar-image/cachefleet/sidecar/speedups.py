@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 # (pos, stop, end, owner, reason); see _speedups.c
 RouteRequests = Callable[..., tuple[int, int, int, int, int]]
-DeliverReplies = Callable[[bytes, Any, Callable[[Any], None]], tuple[int, int, bool] | None]
+DeliverReplies = Callable[..., tuple[int, int, bool] | None]
 MakeRing = Callable[[Sequence[int], Sequence[int]], "NativeRing"]
 MakeRouteTable = Callable[..., "NativeRouteTable"]
 
