@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import redis  # noqa: E402
 from cachefleet.config import HotKeysConfig, L1Config, SidecarConfig  # noqa: E402
 from cachefleet.ring import Shard, classic_ring  # noqa: E402
 
@@ -154,9 +153,7 @@ def l1_hits(sidecar: Sidecar) -> float:
     return 0.0
 
 
-def invalidation_latency(
-    home: RedisServer, sidecars: list[Sidecar], rounds: int
-) -> dict[str, Any]:
+def invalidation_latency(home: RedisServer, sidecars: list[Sidecar], rounds: int) -> dict[str, Any]:
     clients = [s.client(protocol=2) for s in sidecars]
     direct = home.client()
     waits: list[float] = []

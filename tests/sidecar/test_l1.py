@@ -60,7 +60,9 @@ async def flushed(shards: list[Shard_]) -> AsyncIterator[list[Shard_]]:
     yield shards
 
 
-async def run(build: Callable[[], SidecarConfig], body: Callable[[Sidecar, aredis.Redis], object]) -> None:
+async def run(
+    build: Callable[[], SidecarConfig], body: Callable[[Sidecar, aredis.Redis], object]
+) -> None:
     app = await start_sidecar(build)
     client = aredis.Redis(port=app.listen_port, protocol=2)
     try:
@@ -101,14 +103,20 @@ async def test_a_hot_key_is_detected_and_served_from_l1(flushed: list[Shard_]) -
         reached = get_calls(home) - before
         assert reached <= 5, f"{reached} of 500 GETs still reached the shard"
         metrics = app._admin.respond("/metrics")[2].decode()
-        hits = next(l for l in metrics.splitlines() if l.startswith("cachefleet_sidecar_l1_hits_total"))
+        hits = next(
+            line
+            for line in metrics.splitlines()
+            if line.startswith("cachefleet_sidecar_l1_hits_total")
+        )
         assert float(hits.split()[-1]) >= 495
         assert "cachefleet_sidecar_hot_keys 1.0" in metrics
 
     await run(lambda: l1_config(flushed), body)
 
 
-async def test_writes_through_the_sidecar_and_to_the_shard_invalidate(flushed: list[Shard_]) -> None:
+async def test_writes_through_the_sidecar_and_to_the_shard_invalidate(
+    flushed: list[Shard_],
+) -> None:
     key = b"hot:1"
     home = owner(flushed, key)
 
@@ -122,7 +130,9 @@ async def test_writes_through_the_sidecar_and_to_the_shard_invalidate(flushed: l
         direct = aredis.Redis(port=home.port, protocol=2)
         try:
             await direct.set(key, "v3")  # past the sidecar: the shard pushes an invalidation
-            waited = await until(lambda: asyncio.sleep(0, app.l1 is not None and key not in app.l1.entries), 1.0)
+            waited = await until(
+                lambda: asyncio.sleep(0, app.l1 is not None and key not in app.l1.entries), 1.0
+            )
             assert await client.get(key) == b"v3"
             assert waited < 0.05, f"invalidated after {waited * 1000:.0f} ms"
             await direct.delete(key)
@@ -146,7 +156,7 @@ async def test_a_broken_tracking_link_flushes_l1_and_turns_it_off(flushed: list[
         direct = aredis.Redis(port=home.port, protocol=2)
         try:
             listing = await direct.execute_command("CLIENT", "LIST")
-            line = next(l for l in listing.decode().splitlines() if "name=cachefleet-tracking" in l)
+            line = next(x for x in listing.decode().splitlines() if "name=cachefleet-tracking" in x)
             client_id = line.split("id=")[1].split()[0]
             await direct.execute_command("CLIENT", "KILL", "ID", client_id)
             await until(lambda: asyncio.sleep(0, key not in app.l1.entries), 1.0)  # type: ignore[union-attr]

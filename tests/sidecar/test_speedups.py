@@ -45,7 +45,7 @@ def scan(buf: bytes | bytearray, pos: int) -> tuple[list[bytes], int, bool]:
     found: list[bytes] = []
     while True:
         pos, stop, end, owner, reason = native.route_requests(
-            buf, pos, PLAIN, None, None, None, Slot, None, pool.READY, 1 << 40
+            buf, pos, PLAIN, None, None, None, Slot, None, None, pool.READY, 1 << 40
         )
         assert (owner, reason) == (-1, 0)
         if stop != STOP_DISPATCH:
@@ -65,13 +65,13 @@ def c_split(buf: bytes) -> tuple[list[bytes], int] | None:
             got.append(reply)
 
     keep = Keep()
-    done = native.deliver_replies(
-        buf, collections.deque(PartSlot(keep) for _ in range(len(buf))), print
-    )
+    waiters = collections.deque(PartSlot(keep) for _ in range(len(buf)))
+    # Push frames go to their own callback; kept in the same list, the order is the reference's.
+    done = native.deliver_replies(buf, waiters, print, got.append)
     if done is None:
         return None
     count, pos, orphan = done
-    assert not orphan and count == len(got)
+    assert not orphan and count == len([r for r in got if r[:1] != b">"])
     return got, pos
 
 
@@ -232,7 +232,7 @@ def test_ring_lookup_on_rings_of_any_shape() -> None:
     with pytest.raises(ValueError):
         native.Ring([], [])
     with pytest.raises(TypeError):
-        native.route_requests(b"", 0, None, None, None, None, Slot, None, 0, 0)
+        native.route_requests(b"", 0, None, None, None, None, Slot, None, None, 0, 0)
     with pytest.raises(ValueError):
         native.RouteTable(NATIVE_RING, FAST_COMMANDS, bytes(3))  # an owner without a stop
 
@@ -340,8 +340,8 @@ def enqueue(
         added.append(conn)
 
     done = native.route_requests(
-        buf, pos, table, targets, client, client.pending.append, Slot, add_backend, pool.READY,
-        1000,
+        buf, pos, table, targets, client, client.pending.append, Slot, add_backend,
+        client.mark_dirty, pool.READY, 1000,
     )  # fmt: skip
     return done, client, added
 
@@ -469,6 +469,7 @@ def _delivery(
 @given(replies, st.booleans())
 def test_deliver_gives_each_reply_to_its_slot(buf: bytes, only: bool) -> None:
     expected, end = resp.split_replies(buf + b"*3\r\n:1")
+    expected = [r for r in expected if r[:1] != b">"]  # push frames take no slot
     done, clients, made, added = _delivery(buf + b"*3\r\n:1", len(expected), only)
     assert done == (len(expected), end, False)
     for client, slot, raw in zip(clients, made, expected, strict=True):
@@ -503,6 +504,40 @@ def test_deliver_orphans_fallbacks_and_part_slots() -> None:
     closing.pending.append(slot)
     assert native.deliver_replies(b"+c\r\n", collections.deque([slot]), print)
     assert slot.reply == b"+c\r\n" and not closing.written
+
+
+PUSH = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"
+
+
+@pytest.mark.parametrize("native_loop", [True, False])
+async def test_push_frames_never_take_a_waiter(
+    native_loop: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An invalidation pushed between two replies goes to on_push; the replies still reach
+    their own slots in order (the C loop and the Python one)."""
+    from cachefleet.sidecar.flusher import Flusher
+    from cachefleet.sidecar.stats import ShardStats
+
+    if not native_loop:
+        monkeypatch.setattr(pool, "native_deliver", None)
+    settings = pool.ShardSettings("s", "127.0.0.1", 1, 1.0, 1.0, None, None)
+    flusher = Flusher(asyncio.get_running_loop())
+    conn = pool.BackendConnection(settings, 3, flusher, ShardStats(), tracking=True)
+    got: list[tuple[int, bytes]] = []
+    pushes: list[bytes] = []
+
+    class Parent:
+        def part_done(self, slot: Slot, reply: bytes) -> None:
+            got.append((slot.index, reply))
+
+    parent = Parent()
+    conn.waiters.extend(PartSlot(parent, i) for i in range(2))
+    conn.on_push = pushes.append
+    conn.data_received(b"+first\r\n" + PUSH + b":2\r\n" + PUSH[:9])
+    conn.data_received(PUSH[9:])
+    assert got == [(0, b"+first\r\n"), (1, b":2\r\n")]
+    assert pushes == [PUSH, PUSH]
+    assert not conn.waiters
 
 
 def test_the_new_loops_on_garbage_never_crash() -> None:

@@ -134,7 +134,9 @@ def invalidated_keys(push: bytes) -> list[bytes] | None:
 class TrackingLink:
     """The tracking connection to one shard: fills go out on it, invalidations come back."""
 
-    def __init__(self, conn: BackendConnection, owner: int, l1: L1Cache, changed: Callable[[], None]):
+    def __init__(
+        self, conn: BackendConnection, owner: int, l1: L1Cache, changed: Callable[[], None]
+    ):
         self.conn = conn
         self.owner = owner
         self.l1 = l1
@@ -242,5 +244,3 @@ class L1Fill:
         if reply == RESP3_NULL and self.request.protocol == 2:
             reply = RESP2_NULL  # the tracking connection speaks RESP3; this client RESP2
         self.request.slot.fill(reply)
-
-

@@ -243,13 +243,24 @@ def build_route_table(
     for owner, (reason, route) in diverted.items():
         stops[owner] = reason
         routes[owner] = route
+    l1_ok = bytes(
+        1 if i < len(l1_routes) and l1_routes[i] is not None else 0 for i in range(len(pools))
+    )
     native = None
     if make_route_table is not None and native_ring is not None:
-        if warmup is not None and native_other is not None:
-            native = make_route_table(
-                native_ring, FAST_COMMANDS, bytes(stops), native_other, warmup.mode,
-                warmup.basis_points,
-            )  # fmt: skip
-        else:
-            native = make_route_table(native_ring, FAST_COMMANDS, bytes(stops))
-    return RouteTable(version, lookup, tuple(pools), bytes(stops), tuple(routes), native, warmup)
+        warming = warmup is not None and native_other is not None
+        native = make_route_table(
+            native_ring,
+            FAST_COMMANDS,
+            bytes(stops),
+            native_other if warming else None,
+            int(warmup.mode) if warmup is not None and warming else 0,
+            warmup.basis_points if warmup is not None and warming else 0,
+            tracker,
+            l1 if l1 is not None and l1_routes else None,
+            l1_ok,
+        )
+    return RouteTable(
+        version, lookup, tuple(pools), bytes(stops), tuple(routes), native, warmup, tracker,
+        tuple(l1_routes) if l1 is not None else (),
+    )  # fmt: skip

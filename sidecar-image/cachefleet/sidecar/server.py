@@ -292,6 +292,7 @@ class ClientConnection(asyncio.Protocol):
             pos = end
             if not args:
                 continue
+            spec: CommandSpec | None
             fast_entry = fast.get(args[0])
             if fast_entry is not None and self.authed:
                 spec, arity, klass = fast_entry
@@ -302,9 +303,7 @@ class ClientConnection(asyncio.Protocol):
                     # its route unit.
                     key = args[1]
                     owner = ring_lookup(key)
-                    stop = stops[owner] or (
-                        warmup is not None and warmup.stops(key, owner, klass)
-                    )
+                    stop = stops[owner] or (warmup is not None and warmup.stops(key, owner, klass))
                     if tracker is not None and table.hot_stop(key, owner, klass):
                         stop = True
                     if not stop:
