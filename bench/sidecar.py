@@ -2,8 +2,10 @@
 
 All three run at once on 127.0.0.1: four redis-server shards behind nutcracker (murmur, ketama)
 and behind the sidecar, plus one standalone redis-server as the reference. The sidecar runs
-from a config file with its failure handling on: health checks at their defaults and a gutter
-pool (a sixth redis-server), as the operator renders it. At the end the sidecar's /metrics tell
+from a config file with every feature on: health checks at their defaults, a gutter pool (a
+sixth redis-server), hot-key detection and L1 (the keys are uniform: none is hot, so this is
+their cost on every request). ``sidecar-plain`` is the same sidecar with the gutter, hot-key
+detection and L1 off (target: the full one within 5% of it). At the end the sidecar's /metrics tell
 which share of the requests its C fast path took and which the Python paths. A second sidecar,
 ``sidecar-shadow``, runs the same config in the shadow phase of a 4 -> 5 change at 100%: the keys
 that move (20%) are also read, mirrored or invalidated on a seventh redis-server, the new shard.
@@ -42,6 +44,8 @@ if str(ROOT) not in sys.path:
 from cachefleet.config import (  # noqa: E402
     GutterConfig,
     HealthConfig,
+    HotKeysConfig,
+    L1Config,
     ShardEndpoint,
     WarmupConfig,
 )
@@ -62,8 +66,9 @@ VALUE_BYTES = 64
 KEYSPACE = 100_000
 TESTS = ("SET", "GET")
 PIPELINES = (1, 16)
-TARGETS = ("direct", "twemproxy", "sidecar", "sidecar-shadow")
-PROXIES = ("twemproxy", "sidecar", "sidecar-shadow")
+TARGETS = ("direct", "twemproxy", "sidecar", "sidecar-plain", "sidecar-shadow")
+PROXIES = ("twemproxy", "sidecar", "sidecar-plain", "sidecar-shadow")
+FEATURES_TARGET = 0.95  # the sidecar with every feature on, against the same with them off
 THROUGHPUT_TARGETS = {1: 1.0, 16: 0.9}
 P99_TARGET = 1.2
 # Lower bounds on requests per test, so a slow calibration never makes a run trivially short.
@@ -186,6 +191,13 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     out["all_met"] = all(
         out[f"P{p}"]["throughput_met"] and out[f"P{p}"]["p99_met"] for p in PIPELINES
     )
+    if "sidecar-plain" in results:
+        plain = results["sidecar-plain"]
+        features = {
+            f"P{p}": round(sidecar[f"P{p}"]["rps"] / plain[f"P{p}"]["rps"], 3) for p in PIPELINES
+        }
+        out["features_on_vs_off"] = features
+        out["features_within_5_percent"] = all(v >= FEATURES_TARGET for v in features.values())
     if "sidecar-shadow" in results:
         shadow = results["sidecar-shadow"]
         out["shadow_100_percent_vs_plain_sidecar"] = {
@@ -205,16 +217,19 @@ def fleet() -> Iterator[tuple[list[Target], Sidecar]]:
     with start_redis_servers(7) as servers:
         shards, direct, gutter, new = servers[:4], servers[4], servers[5], servers[6]
         addresses = [s.address for s in shards]
+        plain = sidecar_config(addresses)
         config = sidecar_config(addresses).model_copy(
             update={
                 "gutter": GutterConfig(
                     enabled=True, shards=[ShardEndpoint(name="gutter-0", address=gutter.address)]
                 ),
                 "health": HealthConfig(),
+                "hot_keys": HotKeysConfig(enabled=True),
+                "l1": L1Config(enabled=True),
             }
         )
         other = sidecar_config(addresses)
-        shadowing = config.model_copy(
+        shadowing = plain.model_copy(
             update={
                 "listen": other.listen,
                 "admin_listen": other.admin_listen,
@@ -232,12 +247,14 @@ def fleet() -> Iterator[tuple[list[Target], Sidecar]]:
         with (
             start_nutcracker(addresses) as twemproxy,
             start_sidecar(config=config) as sidecar,
+            start_sidecar(config=plain) as sidecar_plain,
             start_sidecar(config=shadowing) as shadow,
         ):
             targets = [
                 Target("direct", direct.port, None),
                 Target("twemproxy", twemproxy.port, twemproxy.pid),
                 Target("sidecar", sidecar.port, sidecar.pid),
+                Target("sidecar-plain", sidecar_plain.port, sidecar_plain.pid),
                 Target("sidecar-shadow", shadow.port, shadow.pid),
             ]
             yield targets, sidecar

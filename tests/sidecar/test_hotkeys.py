@@ -8,6 +8,7 @@ requires identical answers after every step: estimates, top-K tables, rates, hot
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
 import random
@@ -60,7 +61,10 @@ Factory = Callable[..., Any]
 
 @pytest.fixture(params=["python", "c"])
 def make(request: pytest.FixtureRequest) -> Factory:
-    return HotKeys if request.param == "python" else native_type()
+    """Either implementation, admitting any key to the table (``admit_percent=0``): these tests
+    are about the table's mechanics; the admission floor has its own test."""
+    implementation = HotKeys if request.param == "python" else native_type()
+    return functools.partial(implementation, admit_percent=0)
 
 
 def h(key: bytes) -> int:
@@ -70,6 +74,22 @@ def h(key: bytes) -> int:
 def wide(make: Factory, clock: FakeClock, **kwargs: Any) -> Any:
     """A sketch wide enough that the few keys of a test never share a counter."""
     return make(1 << 16, 4, clock=clock, **kwargs)
+
+
+@pytest.mark.parametrize("implementation", ["python", "c"])
+def test_keys_far_from_hot_never_enter_the_table(implementation: str) -> None:
+    """By default a key is tracked only once its window count reaches 12% of what the threshold
+    rate fills a window with, so uniform traffic does not churn the table."""
+    clock = FakeClock(START)
+    factory = HotKeys if implementation == "python" else native_type()
+    tracker = factory(1 << 16, 4, threshold_per_second=1000, window_ms=1000, clock=clock)
+    for i in range(2000):
+        hit(tracker, b"uniform:%d" % i, 3)  # 3 each: far below 120
+    assert tracked(tracker) == {}
+    hit(tracker, b"rising", 119)
+    assert tracked(tracker) == {}
+    hit(tracker, b"rising")
+    assert tracked(tracker) == {b"rising": 120}
 
 
 def hit(tracker: Any, key: bytes, times: int = 1) -> bool:
@@ -370,7 +390,7 @@ def test_the_default_config_keeps_the_sketch_under_one_megabyte() -> None:
     config = HotKeysConfig()
     assert config.top_k == 64 and config.threshold_per_second == 1000
     assert config.sketch_bytes <= 1_000_000
-    assert config.width == 13592 and config.depth == 4  # ⌈e/0.0002⌉, ⌈ln(1/0.02)⌉
+    assert config.width == 2719 and config.depth == 4  # ⌈e/0.001⌉, ⌈ln(1/0.02)⌉
 
 
 @pytest.mark.parametrize("implementation", ["python", "c"])
@@ -468,6 +488,7 @@ parameters = st.fixed_dictionaries(
         "window_ms": st.integers(1, 2000),
         "sub_windows": st.integers(1, 5),
         "cool_percent": st.integers(1, 100),
+        "admit_percent": st.integers(0, 100),
     }
 )
 # Some keys share a hash on purpose (so they share every counter); each key keeps its own.

@@ -42,6 +42,7 @@ typedef struct {
     int32_t *index; /* linear probing on key_hash: entry slot + 1, 0 when empty */
     uint32_t index_mask;
     uint64_t threshold, cool_threshold;
+    uint64_t admit_min; /* a key not tracked yet enters the table from this window count */
     int64_t window_ms, slice_ns, start_ns, last_ns, epoch;
     int64_t epoch_end_ns, window_start_ns; /* of the current epoch, from set_epoch */
     uint64_t covered_us;
@@ -379,6 +380,8 @@ observe(HotKeysObject *t, uint32_t key_hash, const char *key, Py_ssize_t len, Py
             t->floor_stale = 1;
         return judge(t, e);
     }
+    if (count < t->admit_min)
+        return 0; /* far from hot: not worth a place (uniform traffic would churn the table) */
     if (t->tracked < t->top_k)
         return admit(t, first_free_slot(t), key, len, key_obj, key_hash, count);
     for (;;) {
@@ -410,6 +413,18 @@ cf_hotkeys_observe(PyObject *tracker, uint32_t key_hash, const char *key, Py_ssi
     if (ready((HotKeysObject *)tracker) < 0)
         return -1;
     return observe((HotKeysObject *)tracker, key_hash, key, len, NULL);
+}
+
+void
+cf_hotkeys_prefetch(PyObject *tracker, uint32_t key_hash)
+{
+    HotKeysObject *t = (HotKeysObject *)tracker;
+    if (t->cells == NULL)
+        return;
+    size_t starts[MAX_DEPTH];
+    cell_starts(t, key_hash, starts);
+    for (uint32_t row = 0; row < t->depth; row++)
+        __builtin_prefetch(&t->cells[starts[row]], 1, 3);
 }
 
 int
@@ -462,13 +477,15 @@ HotKeys_init(HotKeysObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"width",     "depth",       "top_k",        "threshold_per_second",
                              "window_ms", "sub_windows", "cool_percent", "clock",
-                             NULL};
+                             "admit_percent", NULL};
     Py_ssize_t width, depth, top_k = 64, threshold = 1000, window_ms = 1000, sub_windows = 4,
-                             cool_percent = 90;
+                             cool_percent = 90, admit_percent = 12;
     PyObject *clock = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nn|$nnnnnO:HotKeys", kwlist, &width, &depth,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nn|$nnnnnOn:HotKeys", kwlist, &width, &depth,
                                      &top_k, &threshold, &window_ms, &sub_windows,
-                                     &cool_percent, &clock))
+                                     &cool_percent, &clock, &admit_percent))
+        return -1;
+    if (check_bound("admit_percent", admit_percent, 0, 100) < 0)
         return -1;
     if (check_bound("width", width, 1, MAX_CELLS) < 0 ||
         check_bound("depth", depth, 1, MAX_DEPTH) < 0 ||
@@ -514,6 +531,7 @@ HotKeys_init(HotKeysObject *self, PyObject *args, PyObject *kwds)
     self->index_mask = index_size - 1;
     self->threshold = (uint64_t)threshold;
     self->cool_threshold = (uint64_t)threshold * (uint64_t)cool_percent / 100;
+    self->admit_min = (uint64_t)threshold * (uint64_t)window_ms * (uint64_t)admit_percent / 100000;
     self->window_ms = window_ms;
     self->slice_ns = (int64_t)window_ms * 1000000 / sub_windows;
     self->floor = 0;
@@ -779,7 +797,7 @@ static PyTypeObject HotKeysType = {
     .tp_dealloc = (destructor)HotKeys_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "HotKeys(width, depth, *, top_k=64, threshold_per_second=1000, window_ms=1000, "
-              "sub_windows=4, cool_percent=90, clock=None): hotkeys.HotKeys in C",
+              "sub_windows=4, cool_percent=90, clock=None, admit_percent=12): hotkeys.HotKeys in C",
     .tp_traverse = (traverseproc)HotKeys_traverse,
     .tp_clear = (inquiry)HotKeys_clear,
     .tp_methods = HotKeys_methods,

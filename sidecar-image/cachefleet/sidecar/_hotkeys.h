@@ -29,6 +29,10 @@ int cf_hotkeys_check(PyObject *obj);
  * made with clock=... calls that Python callable instead (tests only). */
 int cf_hotkeys_observe(PyObject *tracker, uint32_t key_hash, const char *key, Py_ssize_t len);
 
+/* Starts fetching the sketch cells cf_hotkeys_observe will touch for key_hash (one cache line
+ * per row), so the request loop can do other work while memory answers; no effect otherwise. */
+void cf_hotkeys_prefetch(PyObject *tracker, uint32_t key_hash);
+
 /* Goes up by one each time a key becomes hot or stops being hot: compare it with the value a
  * route table was built at to know the hot set changed. */
 uint64_t cf_hotkeys_generation(PyObject *tracker);

@@ -827,10 +827,14 @@ route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break;
         const char *key = p + q.key_at;
         int whole;
-        uint32_t position = key_position(key, q.key_len, &whole);
+        uint32_t position = key_position(key, q.key_len, &whole), hash = 0;
+        if (table->tracker != NULL) {
+            /* The sketch is larger than the caches: fetch its cells during the ring look-up. */
+            hash = whole ? position : murmur3_32((const unsigned char *)key, q.key_len, 0);
+            cf_hotkeys_prefetch(table->tracker, hash);
+        }
         reason = route_decide(table, key, q.key_len, position, (int)klass, &owner);
         if (table->tracker != NULL) {
-            uint32_t hash = whole ? position : murmur3_32((const unsigned char *)key, q.key_len, 0);
             int hot = cf_hotkeys_observe(table->tracker, hash, key, q.key_len);
             if (hot < 0)
                 return NULL;

@@ -119,14 +119,20 @@ class HotKeys:
         sub_windows: int = 4,
         cool_percent: int = 90,
         clock: Clock | None = None,
+        admit_percent: int = 12,
     ) -> None:
         check_parameters(
             width, depth, top_k, threshold_per_second, window_ms, sub_windows, cool_percent
         )
+        if not 0 <= admit_percent <= 100:
+            raise ValueError(f"admit_percent must be in [0, 100], not {admit_percent}")
         self._sketch = WindowedCountMin(width, depth, sub_windows)
         self._top_k = top_k
         self._threshold = threshold_per_second
         self._cool_threshold = threshold_per_second * cool_percent // 100
+        # A key not tracked yet enters the table only from this window count (a share of what
+        # the threshold rate fills a window with): uniform traffic would churn it otherwise.
+        self._admit_min = threshold_per_second * window_ms * admit_percent // 100_000
         self._window_ms = window_ms
         self._slice_ns = window_ms * 1_000_000 // sub_windows
         if clock is not None and not callable(clock):
@@ -200,6 +206,8 @@ class HotKeys:
             if slot == self._floor_slot:
                 self._floor_stale = True
             return self._judge(entry)
+        if count < self._admit_min:
+            return False
         if self._tracked < self._top_k:
             return self._admit(self._entries.index(None), key, key_hash, count)
         while True:
