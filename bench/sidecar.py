@@ -316,7 +316,7 @@ def main() -> int:
         "seconds_per_run": args.seconds if args.requests is None else None,
         "results": results,
         "sidecar_vs_twemproxy": comparison,
-        "sidecar_features": {"health_checks": True, "gutter": True},
+        "sidecar_features": {"health_checks": True, "gutter": True, "hot_keys": True, "l1": True},
         "sidecar_paths": paths,
         "elapsed_seconds": round(time.monotonic() - started, 1),
     }
@@ -338,10 +338,13 @@ def main() -> int:
         f"{case} {v['throughput']:.2f}x throughput, {v['p99']:.2f}x p99"
         for case, v in shadow.items()
     )
+    features = comparison.get("features_on_vs_off", {})
+    features_text = ", ".join(f"{case} {value:.2f}x" for case, value in features.items())
     print(
         "sidecar bench: "
         + "; ".join(parts)
         + f"; all targets {verdict}; paths: {shares}"
+        + (f"; every feature on against off: {features_text}" if features_text else "")
         + (f"; 100% shadow against no warm-up: {shadow_text}" if shadow_text else "")
     )
     return 0
