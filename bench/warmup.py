@@ -73,7 +73,7 @@ class Settings:
     workers: int = 16
     ttl_seconds: float = 3600.0  # long: a miss means a moved or updated key, not an expiry
     write_share: float = 0.1  # database updates: each deletes a cached key
-    steady_seconds: float = 30.0  # before the change
+    steady_seconds: float = 45.0  # before the change (the first seconds settle the workload)
     after_seconds: float = 60.0  # after the change is asked for
     steps: tuple[float, ...] = (5.0, 25.0, 50.0, 100.0)
     step_seconds: int = 5

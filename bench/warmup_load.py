@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import math
 import random
 import time
 from collections.abc import Callable
@@ -161,7 +162,7 @@ def rates(times: list[float], start: float, end: float, bin_seconds: float) -> l
     """Events per second in consecutive bins from ``start``."""
     bins = [0] * max(1, int((end - start) / bin_seconds))
     for t in times:
-        index = int((t - start) / bin_seconds)
+        index = math.floor((t - start) / bin_seconds)
         if 0 <= index < len(bins):
             bins[index] += 1
     return [count / bin_seconds for count in bins]
