@@ -39,14 +39,14 @@ def owner(shards: list[Shard_], key: bytes) -> Shard_:
     return next(s for s in shards if s.address == name)
 
 
-def get_calls(shard: Shard_) -> int:
-    """GETs the shard has executed (INFO commandstats)."""
+def get_calls(shard: Shard_, command: str = "get") -> int:
+    """Calls of ``command`` the shard has executed (INFO commandstats)."""
     out = subprocess.run(
         ["redis-cli", "-p", str(shard.port), "INFO", "commandstats"],
         capture_output=True, text=True, check=True, timeout=10,
     ).stdout  # fmt: skip
     for line in out.splitlines():
-        if line.startswith("cmdstat_get:"):
+        if line.startswith(f"cmdstat_{command}:"):
             return int(line.split("calls=")[1].split(",")[0])
     return 0
 
@@ -110,6 +110,26 @@ async def test_a_hot_key_is_detected_and_served_from_l1(flushed: list[Shard_]) -
         )
         assert float(hits.split()[-1]) >= 495
         assert "cachefleet_sidecar_hot_keys 1.0" in metrics
+
+    await run(lambda: l1_config(flushed), body)
+
+
+async def test_the_get_parts_of_mget_come_from_l1(flushed: list[Shard_]) -> None:
+    hot, cold = b"mget:hot", b"mget:cold"
+    home = owner(flushed, hot)
+
+    async def body(app: Sidecar, client: aredis.Redis) -> None:
+        await client.set(hot, "h")
+        await client.set(cold, "c")
+        await hammer(client, hot, 400)
+        assert app.l1 is not None and hot in app.l1.entries
+        before = get_calls(home, "mget"), get_calls(home)
+        for _ in range(50):
+            assert await client.mget([hot, cold, hot]) == [b"h", b"c", b"h"]
+        if owner(flushed, cold) is not home:
+            # the hot key's parts never reached its shard, neither as MGET nor as GET
+            assert (get_calls(home, "mget"), get_calls(home)) == before
+        assert app.l1.stats.hits >= 100
 
     await run(lambda: l1_config(flushed), body)
 

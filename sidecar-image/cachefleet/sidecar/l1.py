@@ -215,6 +215,15 @@ class L1Route:
             if self.link.usable:
                 L1Fill(self, request).start()
                 return
+        elif spec.name == "mget":
+            # The hot keys of an MGET (its part for this shard): answered from L1 when every
+            # one is there, else the part goes to the shard as it is.
+            cached = [l1.get(key) for key in request.keys]
+            if all(value is not None for value in cached):
+                l1.stats.hits += len(cached)
+                request.slot.fill(resp.array([v for v in cached if v is not None]))
+                return
+            l1.stats.misses += len(cached)
         elif spec.writes:
             l1.invalidate(request.keys, "write")
         self.shard.send(request)
