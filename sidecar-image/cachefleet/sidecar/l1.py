@@ -218,12 +218,13 @@ class L1Route:
         elif spec.name == "mget":
             # The hot keys of an MGET (its part for this shard): answered from L1 when every
             # one is there, else the part goes to the shard as it is.
-            cached = [l1.get(key) for key in request.keys]
-            if all(value is not None for value in cached):
-                l1.stats.hits += len(cached)
-                request.slot.fill(resp.array([v for v in cached if v is not None]))
+            values = [l1.get(key) for key in request.keys]
+            found = [value for value in values if value is not None]
+            if len(found) == len(values):
+                l1.stats.hits += len(found)
+                request.slot.fill(resp.array(found))
                 return
-            l1.stats.misses += len(cached)
+            l1.stats.misses += len(values) - len(found)
         elif spec.writes:
             l1.invalidate(request.keys, "write")
         self.shard.send(request)
