@@ -216,18 +216,66 @@ class L1Route:
                 L1Fill(self, request).start()
                 return
         elif spec.name == "mget":
-            # The hot keys of an MGET (its part for this shard): answered from L1 when every
-            # one is there, else the part goes to the shard as it is.
+            # An MGET's part for this shard: the keys in L1 answered here, only the others
+            # asked of the shard (keys of one shard can be hot and cold at once).
             values = [l1.get(key) for key in request.keys]
-            found = [value for value in values if value is not None]
-            if len(found) == len(values):
-                l1.stats.hits += len(found)
-                request.slot.fill(resp.array(found))
+            missing = [
+                key for key, value in zip(request.keys, values, strict=True) if value is None
+            ]
+            l1.stats.hits += len(values) - len(missing)
+            l1.stats.misses += len(missing)
+            if not missing:
+                request.slot.fill(resp.array(values))  # type: ignore[arg-type]
                 return
-            l1.stats.misses += len(values) - len(found)
+            if len(missing) < len(values):
+                L1MgetRest(self.shard, request, values, missing).start()
+                return
         elif spec.writes:
             l1.invalidate(request.keys, "write")
         self.shard.send(request)
+
+
+class L1MgetRest:
+    """The part of an MGET that L1 could not answer, fetched from the shard and merged back in
+    the keys' order."""
+
+    __slots__ = ("missing", "request", "shard", "slot", "values")
+
+    retryable = True  # a read for the client: on a failed connection it may go to the gutter
+
+    def __init__(
+        self,
+        shard: ShardRoute,
+        request: Outgoing,
+        values: list[bytes | None],
+        missing: list[bytes],
+    ) -> None:
+        self.shard = shard
+        self.request = request
+        self.slot = request.slot  # the client's, as the retry looks it up
+        self.values = values
+        self.missing = missing
+
+    def start(self) -> None:
+        request = self.request
+        rest = Outgoing(
+            request.spec,
+            self.missing,
+            resp.encode_request([b"MGET", *self.missing]),
+            PartSlot(self),
+            request.protocol,
+            request.client_id,
+        )
+        self.shard.send(rest)
+
+    def part_done(self, slot: Slot, reply: bytes) -> None:
+        fetched = resp.array_elements(reply)
+        if fetched is None or len(fetched) != len(self.missing):
+            self.request.slot.fill(reply)  # an error: the client gets the shard's own
+            return
+        answers = iter(fetched)
+        merged = [value if value is not None else next(answers) for value in self.values]
+        self.request.slot.fill(resp.array(merged))
 
 
 class L1Fill:
