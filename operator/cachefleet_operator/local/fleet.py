@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cachefleet.config import AuthConfig, GutterConfig, ShardEndpoint, SidecarConfig
+from cachefleet.ring import Ring, RingAssignment
 
 from cachefleet_operator.api import SpecError, parse_spec
 from cachefleet_operator.api.base import API_VERSION, KIND
@@ -108,7 +109,8 @@ class LocalFleet:
     ) -> None:
         self.cluster = cluster_from_manifest(manifest)
         self.name: str = self.cluster["metadata"]["name"]
-        self.directory = directory
+        # Resolved: its processes run inside it, so a relative path would name another place.
+        self.directory = directory.resolve()
         spec = parse_spec(self.cluster["spec"])
         self.sidecar_port = sidecar_port or spec.sidecar.port
         self.admin_port = admin_port or spec.sidecar.admin_port
@@ -118,8 +120,8 @@ class LocalFleet:
         self.ports: dict[str, int] = {}  # a member keeps its port across restarts
         self.held_down: set[str] = set()  # members a test or the demo keeps down
         self.sidecar: Process | None = None
-        self.sidecar_config_path = directory / "sidecar.json"
-        self.password_file = directory / "password"
+        self.sidecar_config_path = self.directory / "sidecar.json"
+        self.password_file = self.directory / "password"
         self.password: str | None = None
         self.signal = RedisWarmupSignal()
         self.plans: list[ReconcilePlan] = []
@@ -134,6 +136,10 @@ class LocalFleet:
     @property
     def phase(self) -> str | None:
         return self.status.get("phase")
+
+    def status_ring(self) -> Ring:
+        """The ring the sidecars route by now, from the status."""
+        return RingAssignment.model_validate(self.status["ring"]["assignment"]).to_ring()
 
     def edit(self, manifest: dict[str, Any]) -> None:
         """A new manifest for the same CacheCluster (``kubectl apply`` of an edit)."""
@@ -199,6 +205,17 @@ class LocalFleet:
                 raise LocalError(f"not done after {timeout:g} s; phase {self.phase}")
             wait = plan.requeue_after if plan.requeue_after is not None else LOOP_SECONDS
             time.sleep(max(0.05, min(wait, LOOP_SECONDS)))
+
+    def kill(self, member: str) -> None:
+        """``kill -9`` a server and keep it down until ``release`` (a failed node)."""
+        self.held_down.add(member)
+        process = self.redis.get(member)
+        if process is not None:
+            process.kill()
+
+    def release(self, member: str) -> None:
+        """Let a killed server come back (empty) at the next reconcile, as its pod would."""
+        self.held_down.discard(member)
 
     def stop(self) -> None:
         """Stop every process this fleet started."""

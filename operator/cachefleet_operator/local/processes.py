@@ -186,8 +186,9 @@ def sidecar_command() -> list[str]:
 
 
 def start_sidecar(config: Path, admin_port: int, directory: Path) -> Process:
-    process = spawn("cachefleet sidecar", [*sidecar_command(), "sidecar", "--config", str(config)],
-                    directory)  # fmt: skip
+    process = spawn(
+        "cachefleet sidecar", [*sidecar_command(), "sidecar", "--config", str(config)], directory
+    )
 
     def ready() -> bool:
         try:

@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "cachefleet.cli.sidecar",
     "cachefleet.cli.sim",
     "cachefleet_operator.cli",
+    "cachefleet_operator.local.cli",
 )
 
 EXIT_USAGE = 2
