@@ -72,6 +72,7 @@ test: lint typecheck pytest
 bench: $(STAMP) system-packages
 	$(BIN)/python bench/ring.py
 	$(BIN)/python bench/sidecar.py
+	$(BIN)/python bench/client.py
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/warmup.py
 	$(BIN)/python bench/operator.py

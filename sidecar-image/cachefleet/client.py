@@ -19,6 +19,7 @@ hot-key detection and L1, and gray-failure detection; those live in the sidecar.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,6 +40,8 @@ from cachefleet.sidecar.gutter import (
     overflow_key,
 )
 from cachefleet.sidecar.recovery import TRIM_SCRIPT
+
+log = logging.getLogger("cachefleet.client")
 
 FIRST_EJECTION = 0.2
 MAX_EJECTION = 10.0
@@ -109,8 +112,11 @@ class ShardedRedis:
         if text != self._text:
             try:
                 config = SidecarConfig.model_validate_json(text)
-            except ValueError:
-                return  # keep routing by the config that works, as the sidecar does
+            except ValueError as error:
+                # Keep routing by the config that works, as the sidecar does, and say why.
+                log.warning("not reloading %s: %s", self.path, error)
+                self._text = text  # once per bad version, not on every check
+                return
             self._text = text
             self._apply(config)
 
