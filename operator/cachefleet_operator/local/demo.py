@@ -253,20 +253,29 @@ def run_demo(directory: Path | None, quick: bool, out: TextIO = sys.stdout) -> i
             # Act 3: a shard killed.
             victim = next(m for m in sorted(main.redis) if m.startswith("shard") and m != home)
             act = time.monotonic()
-            operator.call(lambda: main.kill(victim))
-            ejected = until(lambda: shard_state(main, victim) == "ejected", 10, "ejected")
+            killed: list[float] = []  # when the operator's thread actually killed it
+
+            def kill() -> None:
+                main.kill(victim)
+                killed.append(time.monotonic())
+
+            operator.call(kill)
+            until(lambda: bool(killed), 10, "the kill")
+            until(lambda: shard_state(main, victim) == "ejected", 10, "ejected")
+            ejected = time.monotonic() - killed[0]
             wait(timing.outage, operator)
             gutter_ops = metric_sum(main, 'cachefleet_sidecar_route_requests_total{route="gutter"}')
-            back = time.monotonic()
             operator.call(lambda: main.release(victim))
+            until(lambda: answers(main, victim), 30, "the shard's restart")
+            back = time.monotonic()
             healthy = until(lambda: shard_state(main, victim) == "healthy", 30, "re-admitted")
             wait(2.0, operator)
             reads, misses, errors, stale = traffic.counters.since(act)
             say(
                 f"3. {victim} killed: ejected after {ejected * 1000:.0f} ms, its keys served by "
                 f"the gutter ({gutter_ops:,.0f} requests), {errors} failed requests; "
-                f"restarted after {back - act:.1f} s down and re-admitted {healthy:.1f} s later; "
-                f"{stale} stale reads since the kill"
+                f"restarted after {back - killed[0]:.1f} s down and re-admitted "
+                f"{healthy:.1f} s later; {stale} stale reads since the kill"
             )
 
             # Act 4: 4 -> 5 shards, warmed up, against an immediate cut-over.
@@ -315,6 +324,20 @@ def run_demo(directory: Path | None, quick: bool, out: TextIO = sys.stdout) -> i
                 fleet.stop()
     say("stopped: no process of the demo is left")
     return 0
+
+
+def answers(fleet: LocalFleet, member: str) -> bool:
+    """Whether the member's redis-server is up (after a restart) and answers PING."""
+    process = fleet.redis.get(member)
+    if process is None or not process.alive():
+        return False
+    client = redis.Redis(port=process.port, password=fleet.password, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
 
 
 def shard_state(fleet: LocalFleet, member: str) -> str:
