@@ -43,7 +43,7 @@ def test_disconnect_with_requests_in_flight(clean_fleet: Fleet) -> None:
                 i += 1
             checked[0] = i
         except redis.RedisError as error:
-            failures.append(repr(error))
+            failures.append(f"{type(error).__name__}: {error}")
         finally:
             client.close()
 
