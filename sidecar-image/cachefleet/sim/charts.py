@@ -126,7 +126,8 @@ def _celebrity(ax: Any, result: dict[str, Any], params: dict[str, float]) -> Non
     ax.set(
         xlabel="the celebrity key's reads/s, whole fleet",
         ylabel="its shard's requests/s",
-        title=f"A celebrity key over {params['app_pods']:g} sidecars",
+        title=f"A celebrity key over {params['app_pods']:g} sidecars, each hot from "
+        f"{params['hot_threshold']:g} reads/s",
     )
 
 
