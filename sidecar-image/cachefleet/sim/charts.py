@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cachefleet.sim.calibration import figure
 from cachefleet.sim.page import COLOURS, LABELS
 
 CHART_NAMES = ("connections", "hop", "failure", "celebrity", "capacity")
@@ -80,11 +81,18 @@ def _hop(ax: Any, result: dict[str, Any], params: dict[str, float]) -> None:
         color=COLOURS["sidecar"],
         label=f"sidecar hop, pipeline {params['pipeline']:g}",
     )
+    ax.axhline(
+        figure("python_client_added_us"),
+        color=COLOURS["client_side"],
+        linestyle="--",
+        label="cachefleet's Python smart client (measured)",
+    )
     ax.axvline(lat["rate_per_pod"], color="#555", linestyle=":", label="this fleet")
+    ax.set_ylim(bottom=0)
     ax.set(
         xlabel="requests/s through one sidecar",
-        ylabel="extra hop (µs)",
-        title="The extra hop under load (measured CPU per request, M/M/1)",
+        ylabel="added to a read (µs)",
+        title="The extra hop under load (measured idle hop, M/M/1 queue)",
     )
 
 
@@ -114,10 +122,12 @@ def _celebrity(ax: Any, result: dict[str, Any], params: dict[str, float]) -> Non
     ax.axhline(
         c["shard_capacity"], color="#b00", linestyle="--", label="one shard's measured capacity"
     )
+    ax.axvline(params["celebrity_rate"], color="#555", linestyle=":", label="this key")
     ax.set(
         xlabel="the celebrity key's reads/s, whole fleet",
         ylabel="its shard's requests/s",
-        title=f"A celebrity key over {params['app_pods']:g} sidecars",
+        title=f"A celebrity key over {params['app_pods']:g} sidecars, each hot from "
+        f"{params['hot_threshold']:g} reads/s",
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cachefleet.config.schema import GutterConfig, HotKeysConfig, L1Config, PoolConfig
+from cachefleet.sim.calibration import figure
 
 # Shard counts the page offers. The ring figures are computed for each of them with the real
 # ring code when the page is written, so the slider picks from a list rather than any integer.
@@ -46,6 +47,14 @@ class Knob:
 
 ASSUMED = "assumption: an example fleet, change it"
 
+# The sidecar ejects a killed shard as soon as a request or health check is refused; a hung one
+# only once requests time out, so that figure is offered beside the default rather than as it.
+DETECTION_SOURCE = (
+    f"bench/failover.py: a killed shard out of the ring in {figure('sidecar_eject_ms'):g} ms; "
+    f"a hung one (SIGSTOP) gave {figure('sidecar_stop_error_window_s'):g} s of errors, "
+    f"twemproxy {figure('twemproxy_kill_error_window_s'):g} s after a kill"
+)
+
 KNOBS: tuple[Knob, ...] = (
     # The fleet and its load.
     Knob("app_pods", "app pods (each with a sidecar)", "", 1000, 10, 10_000, 10, ASSUMED,
@@ -74,9 +83,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("write_ratio", "writes per read", "", 0.05, 0, 1, 0.01, ASSUMED, "keys"),
     # A node failure.
     Knob("outage_s", "outage length", "s", 60, 5, 600, 5, ASSUMED, "failure"),
-    Knob("detection_s", "time to detect the failure", "s", 0.25, 0.01, 10, 0.01,
-         "issue 7's target for the sidecar (kill -9 window ≤ 0.25 s), not yet measured",
-         "failure", log_scale=True),
+    Knob("detection_s", "time to detect the failure", "s", figure("sidecar_eject_ms") / 1000,
+         0.001, 10, 0.001, DETECTION_SOURCE, "failure", log_scale=True),
     Knob("gutter_ttl_s", "gutter TTL", "s", GutterConfig().ttl_seconds, 1, 3600, 1,
          "sidecar config default (gutter.ttlSeconds)", "failure", log_scale=True),
     Knob("gutter_size", "gutter servers", "", 1, 1, 16, 1,

@@ -5,6 +5,8 @@
   const DATA = JSON.parse(document.getElementById("data").textContent);
   const params = Object.assign({}, DATA.params);
   const STYLE = DATA.style;
+  const SOURCES = new Map(DATA.sources.map((s) => [s.name, s]));
+  const figure = (name) => showFigure(SOURCES.get(name));
   const LOG_STEPS = 1000;
 
   // -- formatting ----------------------------------------------------------------------------
@@ -150,21 +152,31 @@
   }
 
   function renderLatency(l) {
+    const F = DATA.figures;
     table("numbers-latency", null, [
       ["rate_per_pod", "requests per pod (one sidecar)", rate(l.rate_per_pod)],
       ["utilisation", "sidecar's core busy", percent(l.sidecar_utilisation)],
       ["saturation", "one sidecar saturates at", rate(l.sidecar_saturation_rate)],
-      ["hop", "the extra hop", micros(l.hop_us)],
-      ["client_side", "a read, client-side sharding", micros(l.client_side_us)],
+      ["hop", "the extra hop (measured, plus queueing)", micros(l.hop_us)],
+      ["client_side", "a read, compiled smart client", micros(l.client_side_us)],
+      ["python_client", "a read, cachefleet's Python client", micros(l.python_client_us)],
       ["sidecar", "a read through the sidecar", micros(l.sidecar_us)],
-      ["overhead", "added by the sidecar", l.overhead === null ? "saturated" : percent(l.overhead)],
+      ["overhead", "sidecar against the compiled client", l.overhead === null ? "saturated" : percent(l.overhead)],
       ["cores", "CPU cores, all sidecars", number(l.sidecar_cores, 1)],
       ["twemproxy_cores", "… the same load through twemproxy", number(l.twemproxy_cores, 1)],
-      ["smart_client_cores", "… routing in the app instead", number(l.smart_client_cores, 2)],
+      ["smart_client_cores", "… a compiled smart client in the apps", number(l.smart_client_cores, 2)],
+      ["python_client_cores", "… cachefleet's Python client in the apps, at most", number(l.python_client_cores, 1)],
     ]);
+    document.getElementById("summary-latency").textContent =
+      `An idle sidecar adds the ${figure("sidecar_hop_us")} bench/client.py measured (p50); at ` +
+      `${rate(l.rate_per_pod)} per pod its queue adds ` +
+      (l.hop_us === null ? "without bound: it is saturated. " : `${micros(l.hop_us - F.sidecar_hop_us)} more. `) +
+      `Routing in the app instead costs a compiled smart client ${figure("route_cost_us")} (the hash ` +
+      `and ring look-up); cachefleet's Python client measured ${figure("python_client_added_us")} per call.`;
     CachefleetCharts.lineChart(document.getElementById("chart-latency"), {
-      xLabel: "requests per second through one sidecar", yLabel: "extra hop, µs",
+      xLabel: "requests per second through one sidecar", yLabel: "added to a read, µs",
       series: [{ name: "hop", label: `sidecar hop (pipeline ${params.pipeline})`, x: l.curve_rate_per_pod, y: l.curve_hop_us, color: STYLE.sidecar }],
+      hlines: [{ y: F.python_client_added_us, label: "cachefleet's Python client (measured)", color: STYLE.client_side }],
       vlines: [{ x: l.rate_per_pod, label: "this fleet" }],
     });
   }
@@ -193,8 +205,11 @@
       }));
     document.getElementById("summary-failure").textContent =
       `Steady state: ${percent(f.steady_hit_ratio)} hits, ${rate(f.baseline_database_rate)} to the database. ` +
-      `The gutter loses ${percent(f.gutter_failure_reduction)} fewer reads than no failover ` +
-      `(Facebook measured 99% fewer client-visible failures).`;
+      `The gutter loses ${percent(f.gutter_failure_reduction, 2)} fewer reads than no failover ` +
+      `(Facebook measured ${figure("gutter_failure_reduction")} fewer client-visible failures). ` +
+      `bench/failover.py measured the sidecar's error window at ${figure("sidecar_kill_error_window_s")} ` +
+      `after kill -9 and ${figure("sidecar_stop_error_window_s")} for a hung shard, twemproxy's at ` +
+      `${figure("twemproxy_kill_error_window_s")} after kill -9: move the detection slider to compare.`;
     renderTimeChart("chart-failure", f, names, labels, [
       { x: 0, label: "fails" },
       { x: params.outage_s, label: "back" },
@@ -204,9 +219,11 @@
   function renderCelebrity(c) {
     table("numbers-celebrity", null, [
       ["per_sidecar", "the key's reads at one sidecar", rate(c.rate_per_sidecar)],
-      ["hot", "hot at the sidecars (served from L1)", c.hot ? "yes" : `no: below ${count(params.hot_threshold)}/s`],
+      ["hot", "hot at the sidecars (served from L1)", c.hot ? "yes" : `no: below ${rate(params.hot_threshold)}`],
+      ["hot_from", "a threshold that would catch it, per sidecar", `≤ ${rate(c.rate_per_sidecar)}`],
       ["l1_from", "L1 starts when the key's fleet-wide rate reaches", rate(c.l1_from_fleet_rate)],
       ["overload_from", "its shard saturates (without L1) from", rate(c.overload_from_rate)],
+      ["protect", "a threshold that starts L1 before that, per sidecar", `≤ ${number(c.threshold_to_protect_shard, 1)}/s`],
       ["without", "its shard's load without L1", `${rate(c.hot_shard_rate_without_l1)} (${percent(c.utilisation_without_l1, 0)})`],
       ["with", "its shard's load with L1", `${rate(c.hot_shard_rate_with_l1)} (${percent(c.utilisation_with_l1, 0)})`],
       ["reaching", "the key's reads that still reach the shard", percent(c.share_reaching_shard)],
@@ -236,7 +253,10 @@
       `${params.resize_from} → ${params.resize_to} shards: the least any placement can move is ` +
       `${percent(r.ideal_moved_share)}. The warm-up's ramp ends at ${seconds(r.ramp_done_s)}; it cuts over ` +
       `at ${seconds(r.strategies.warmup.cutover_s)} ${r.cutover_by_timeout ? "on the timeout" : "on the hit ratio"} ` +
-      `(${percent(r.warm_hit_ratio_at_cutover)} of the moved reads warm).`;
+      `(${percent(r.warm_hit_ratio_at_cutover)} of the moved reads warm). bench/warmup.py made a 4 → 5 ` +
+      `change on one machine: ${figure("warmup_modulo_missed")} of keys missed under hash % N, ` +
+      `and the database peaked at ${figure("warmup_immediate_peak")} cutting over at once, ` +
+      `${figure("warmup_peak")} with the warm-up (a different setup: see the note below).`;
     renderTimeChart("chart-capacity", r, names, labels, [
       { x: 0, label: "change" },
       { x: r.strategies.warmup.cutover_s, label: "warm-up cuts over" },
@@ -244,10 +264,26 @@
   }
 
   // -- sources -------------------------------------------------------------------------------
+  function showFigure(source) {
+    if (source.unit === "fraction") return percent(source.value);
+    const value = source.value.toLocaleString("en-US", { maximumFractionDigits: 3 });
+    return source.unit.startsWith("×") ? `${value}${source.unit}` : `${value} ${source.unit}`;
+  }
+
+  // The notes name measured figures by name (data-figure), so no number is restated in them.
+  function fillFigures() {
+    for (const element of document.querySelectorAll("[data-figure]")) {
+      const source = SOURCES.get(element.dataset.figure);
+      if (!source) throw new Error(`the page names an unknown figure: ${element.dataset.figure}`);
+      element.textContent = showFigure(source);
+      element.title = `${source.document}: ${source.section}`;
+    }
+  }
+
   function buildSources() {
-    table("sources", ["figure", "value", "from", "it says"],
-      DATA.sources.map((s) => [s.name, s.label, `${number(s.value, s.value < 100 ? 2 : 0)} ${s.unit}`,
-        `${s.document}: ${s.section}`, `“${s.quote}”`]));
+    table("sources", ["figure", "value", "used as", "from", "it says"],
+      DATA.sources.map((s) => [s.name, s.label, showFigure(s),
+        s.role === "input" ? "input" : "check", `${s.document}: ${s.section}`, `“${s.quote}”`]));
   }
 
   let renders = 0;
@@ -272,6 +308,7 @@
 
   buildKnobs();
   buildSources();
+  fillFigures();
   render();
   window.cachefleetSim = { params, data: DATA, render };
 })();

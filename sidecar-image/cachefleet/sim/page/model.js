@@ -173,7 +173,7 @@ const CachefleetModel = (() => {
     const service = sidecarCpuUs(F, pipeline);
     const utilisation = (ratePerPod * service) / 1e6;
     if (utilisation >= 1.0) return Infinity;
-    return sidecarCpuUs(F, 1) + (service * utilisation) / (1.0 - utilisation);
+    return F.sidecar_hop_us + (service * utilisation) / (1.0 - utilisation);
   }
 
   function latency(p, D) {
@@ -183,7 +183,8 @@ const CachefleetModel = (() => {
     const service = sidecarCpuUs(F, p.pipeline);
     const saturation = 1e6 / service;
     const hop = hopUs(F, ratePerPod, p.pipeline);
-    const clientSide = p.network_rtt_us + 1e6 / shardCapacity(F, p.pipeline);
+    const direct = p.network_rtt_us + 1e6 / shardCapacity(F, p.pipeline);
+    const clientSide = direct + F.route_cost_us;
     const finite = hop !== Infinity;
     const rates = [];
     for (let i = 0; i < C.curve_points; i++) {
@@ -194,12 +195,15 @@ const CachefleetModel = (() => {
       sidecar_utilisation: ratePerPod / saturation,
       sidecar_saturation_rate: saturation,
       hop_us: finite ? hop : null,
+      direct_us: direct,
       client_side_us: clientSide,
-      sidecar_us: finite ? clientSide + hop : null,
-      overhead: finite ? hop / clientSide : null,
+      python_client_us: direct + F.python_client_added_us,
+      sidecar_us: finite ? direct + hop : null,
+      overhead: finite ? (direct + hop) / clientSide - 1.0 : null,
       sidecar_cores: (p.request_rate * service) / 1e6,
       twemproxy_cores: (p.request_rate * twemproxyCpuUs(F, p.pipeline)) / 1e6,
       smart_client_cores: (p.request_rate * F.route_cost_us) / 1e6,
+      python_client_cores: (p.request_rate * F.python_client_added_us) / 1e6,
       curve_rate_per_pod: rates,
       curve_hop_us: rates.map((r) => hopUs(F, r, p.pipeline)),
     };
@@ -311,6 +315,7 @@ const CachefleetModel = (() => {
       utilisation_with_l1: withL1 / capacity,
       share_reaching_shard: reads > 0 ? (withL1 - normal - p.celebrity_writes) / reads : 0.0,
       overload_from_rate: overloadFrom,
+      threshold_to_protect_shard: overloadFrom / p.app_pods,
       curve_rate: rates,
       curve_without_l1: rates.map((r) => normal + keyLoadOnShard(p, r, false)),
       curve_with_l1: rates.map((r) => normal + keyLoadOnShard(p, r, true)),

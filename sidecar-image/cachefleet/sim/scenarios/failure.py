@@ -7,11 +7,16 @@
 - ``gutter``: the sidecar ejects the node and sends its keys to the gutter pool, whose values
   live ``gutter.ttlSeconds`` (Facebook's pattern, issue 7).
 
-Every strategy loses the node's reads until the failure is detected. When the node returns it
-is empty (a restart), or has its old data (it was hung or cut off): then the keys that moved
-away and back can be read stale if they were written meanwhile. The gutter's sidecar must
-never do that (issue 7, part 4); the model takes the costliest way it can: the node's keys
-start empty again.
+Every strategy loses the node's reads until the failure is detected (``detection_s``: by default
+what ``bench/failover.py`` measured for the sidecar and a killed shard). One detection time for
+all four flatters the others when they stand for twemproxy, which took seconds in that bench;
+and the sidecar retries a failed read on the gutter before it ejects the shard (its error
+window was shorter than its detection), which the model does not credit.
+
+When the node returns it is empty (a restart), or has its old data (it was hung or cut off):
+then the keys that moved away and back can be read stale if they were written meanwhile. The
+gutter's sidecar must never do that (issue 7, part 4); the model takes the costliest way it
+can: the node's keys start empty again.
 """
 
 from __future__ import annotations
