@@ -65,6 +65,8 @@ def test_the_summary_names_each_scenario(
         "extra hop",
         "node failure",
         "celebrity key",
+        "a per-sidecar threshold of at most 90.8/s would protect it",
+        "with cachefleet's Python client",
         "capacity change",
         f"wrote {tmp_path / 'index.html'}",
     ):

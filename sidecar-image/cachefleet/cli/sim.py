@@ -88,12 +88,15 @@ def _summary(result: dict[str, Any]) -> str:
         f"sidecar {c['sidecar_per_shard']:,.0f} ({c['reduction']:.3g}× fewer)",
         "extra hop: "
         + ("saturated" if lat["hop_us"] is None else f"{lat['hop_us']:.1f} µs")
-        + f"; all sidecars use {lat['sidecar_cores']:.1f} cores",
+        + f"; all sidecars use {lat['sidecar_cores']:.1f} cores; routing in the app instead: "
+        f"{lat['smart_client_cores']:.2g} cores compiled, up to "
+        f"{lat['python_client_cores']:.3g} with cachefleet's Python client",
         "node failure, peak database load × steady: "
         + ", ".join(f"{n} {o['peak_ratio']:.3g}×" for n, o in f["strategies"].items()),
         f"celebrity key: its shard at {cel['utilisation_without_l1']:.0%} of capacity without "
         f"L1, {cel['utilisation_with_l1']:.0%} with (hot at the sidecars: "
-        f"{'yes' if cel['hot'] else 'no'})",
+        f"{'yes' if cel['hot'] else 'no'}; a per-sidecar threshold of at most "
+        f"{cel['threshold_to_protect_shard']:.3g}/s would protect it)",
         "capacity change, peak database load × steady: "
         + ", ".join(f"{n} {o['peak_ratio']:.3g}×" for n, o in cap["strategies"].items()),
     ]
