@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from cachefleet.config import SidecarConfig, WarmupConfig
+from cachefleet.config.keys import change_id as ring_change_id
 from pydantic import ValidationError
 
 from cachefleet_operator.api import (
@@ -314,8 +315,8 @@ def _change_message(warm: WarmUpStatus) -> str:
 
 
 def change_id(warm: WarmUpStatus) -> str:
-    """Names a capacity change for the sidecars' counters: the version of the ring it leads to."""
-    return f"v{warm.to_ring.version}"
+    """Names a capacity change for the sidecars' counters."""
+    return ring_change_id(warm.to_ring.version)
 
 
 def _routing_ring(warm: WarmUpStatus) -> RingStatus:

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from cachefleet.config.keys import HEARTBEAT_KEY, change_id, warmup_stats_key
 from cachefleet.ring import Ring, RingAssignment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -34,8 +35,6 @@ from cachefleet_operator.plan import SidecarReports, WarmupObservation
 
 # Sidecars say which config they run every 5 s; one silent for longer than this is not counted.
 SIDECAR_REPORT_MAX_AGE = 30.0
-HEARTBEAT_KEY = "cachefleet:sidecars"
-STATS_PREFIX = "cachefleet:warmup"
 
 
 class WarmupSignalError(Exception):
@@ -84,7 +83,7 @@ def warmup_target(cluster: dict[str, Any], password: str | None) -> WarmupTarget
         cluster=meta["name"],
         addresses=tuple(address(shard) for shard in warming),
         password=password,
-        change_id=f"v{warm_up['toRing']['version']}",
+        change_id=change_id(warm_up["toRing"]["version"]),
         heartbeat_addresses=tuple(heartbeats),
     )
 
@@ -176,7 +175,7 @@ class RedisWarmupSignal:
         import redis
 
         hits = misses = 0
-        key = f"{STATS_PREFIX}:{target.change_id}"
+        key = warmup_stats_key(target.change_id)
         for address in target.addresses:
             client = self._client(address, target.password)
             try:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import hiredis
 
 from cachefleet.config import SidecarConfig
+from cachefleet.config.keys import HEARTBEAT_KEY as SIDECARS_HASH
+from cachefleet.config.keys import warmup_stats_key
 from cachefleet.sidecar.commands import Access, keys_of, lookup
 from cachefleet.sidecar.control import ControlConnection, ControlError
 from cachefleet.sidecar.gutter import GutterRoute, JournalLost
@@ -28,7 +30,7 @@ from cachefleet.sidecar.pool import ShardPool
 from cachefleet.sidecar.recovery import CleanupError, GutterMember, HoldRoute, JournalCleaner
 from cachefleet.sidecar.route_table import ErrorRoute, Outgoing, OwnerRoute, Reason
 from cachefleet.sidecar.slots import Slot
-from cachefleet.sidecar.warmup import STATS_PREFIX, STATS_RETENTION_SECONDS
+from cachefleet.sidecar.warmup import STATS_RETENTION_SECONDS
 
 if TYPE_CHECKING:
     from cachefleet.sidecar.app import Sidecar
@@ -39,7 +41,7 @@ TICK_SECONDS = 0.05  # how often due probes are looked for
 HEARTBEAT_SECONDS = 5.0  # how often the sidecar says which config it runs
 # Where sidecars say which config they run: a hash (sidecar id -> "configVersion unixTime") on
 # the shard that owns this key on their active ring, where the operator reads it.
-HEARTBEAT_KEY = b"cachefleet:sidecars"
+HEARTBEAT_KEY = SIDECARS_HASH.encode()
 
 
 class HealthMonitor:
@@ -332,7 +334,7 @@ class HealthMonitor:
     async def _add_counts(
         self, control: ControlConnection, shard: str, change_id: str, counts: list[int]
     ) -> None:
-        key = f"{STATS_PREFIX}:{change_id}"
+        key = warmup_stats_key(change_id)
         try:
             await control.call(
                 [

@@ -33,7 +33,6 @@ TOMBSTONE_PREFIX = b"cachefleet:tomb:"
 TOMBSTONE_MS = 10_000  # longer than any copy or fill may take
 COPY_DEADLINE_SECONDS = 2.0  # a copy or fill slower than this is not sent
 SHADOW_QUEUE_LIMIT = 10_000  # requests waiting on one warming connection before shadow work drops
-STATS_PREFIX = "cachefleet:warmup"  # + ":" + change id: a hash of hits and misses
 STATS_RETENTION_SECONDS = 86_400
 
 # KEYS: key, its tombstone. ARGV: TTL in ms (0: none), DUMP payload.

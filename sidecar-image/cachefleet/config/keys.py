@@ -1,0 +1,18 @@
+"""The keys sidecars write on the shards for the operator to read: part of the contract between
+the two planes, like the config itself, so both import them from here."""
+
+from __future__ import annotations
+
+# A hash of sidecar identity -> "<configVersion> <unix time>", on the shard that owns this key.
+HEARTBEAT_KEY = "cachefleet:sidecars"
+# Per capacity change, a hash of the shadowed reads' hits and misses on each warming shard.
+WARMUP_STATS_PREFIX = "cachefleet:warmup"
+
+
+def change_id(ring_version: int | str) -> str:
+    """Names a capacity change: the version of the ring it leads to."""
+    return f"v{ring_version}"
+
+
+def warmup_stats_key(change: str) -> str:
+    return f"{WARMUP_STATS_PREFIX}:{change}"
