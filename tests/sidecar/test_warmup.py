@@ -217,12 +217,20 @@ async def test_only_keys_inside_the_percentage_are_shadowed(fleet: list[Shard_])
         for key in keys:
             await client.set(key, "v")
         warming = direct(fleet[4])
+
+        async def mirrored() -> bool:
+            return bool(await warming.exists(*inside) == len(inside))
+
         try:
-            await eventually(lambda: asyncio.sleep(0, True))
-            await client.ping()
-            await asyncio.sleep(0.1)
+            await eventually(mirrored)
             present = [k for k in keys if await warming.exists(k)]
             assert present == inside
+            # Every write reached the warming owner: the keys outside as invalidations.
+            stats = app.warmup_stats
+            assert stats.shadowed == {
+                "mirror": len(inside),
+                "invalidate": len(keys) - len(inside),
+            }
         finally:
             await warming.aclose()
 
