@@ -116,9 +116,12 @@ class HealthMonitor:
             if shard.state == State.EJECTED:
                 diverted[owner] = (Reason.GUTTER, self._gutter_route(pool.name, shard.reason))
             elif shard.state == State.RECOVERING:
+                # Held from the table that first sees it recovering: its keys must not reach
+                # it before the clean-up has run.
                 hold = self.holds.get(pool.name)
-                if hold is not None:
-                    diverted[owner] = (Reason.HOLD, hold)
+                if hold is None:
+                    hold = self.holds[pool.name] = HoldRoute(pool.name, self.app.stats.route)
+                diverted[owner] = (Reason.HOLD, hold)
         return diverted
 
     def _gutter_route(self, name: str, reason: str) -> OwnerRoute:
@@ -248,9 +251,9 @@ class HealthMonitor:
             self.probing.discard(name)
 
     async def _readmit(self, name: str) -> None:
-        hold = HoldRoute(name, self.app.stats.route)
-        self.holds[name] = hold
-        self.app.rebuild_routes()
+        # The table built when it turned RECOVERING holds its requests (a shard no table
+        # routes to has none yet: nothing to hold).
+        hold = self.holds.setdefault(name, HoldRoute(name, self.app.stats.route))
         control = self.controls.get(name)
         try:
             if control is None:
