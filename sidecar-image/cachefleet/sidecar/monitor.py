@@ -24,7 +24,7 @@ from cachefleet.config.keys import HEARTBEAT_KEY as SIDECARS_HASH
 from cachefleet.config.keys import warmup_stats_key
 from cachefleet.sidecar.commands import Access, keys_of, lookup
 from cachefleet.sidecar.control import ControlConnection, ControlError
-from cachefleet.sidecar.gutter import GutterRoute, JournalLost
+from cachefleet.sidecar.gutter import GutterRoute
 from cachefleet.sidecar.health import Cause, HealthPolicy, State, Transition
 from cachefleet.sidecar.pool import ShardPool
 from cachefleet.sidecar.recovery import CleanupError, GutterMember, HoldRoute, JournalCleaner
@@ -51,7 +51,8 @@ class HealthMonitor:
         self.controls: dict[str, ControlConnection] = {}
         self.gutter: list[GutterMember] = []
         self.cleaner = JournalCleaner([], 1.0, self._now)
-        self.journal = JournalLost()
+        # Shards whose gutter journal missed a write: flushed, not cleaned, on re-admission.
+        self.unjournaled: set[str] = set()
         self.holds: dict[str, HoldRoute] = {}
         self.probing: set[str] = set()
         self.ejected_at: dict[str, float] = {}  # wall clock, for /shards
@@ -138,7 +139,7 @@ class HealthMonitor:
             f"ejected: {reason}",
             [m.pool for m in self.gutter],
             app.config.gutter.ttl_seconds,
-            self.journal,
+            self.unjournaled,
             app.stats.route,
         )
 
@@ -265,7 +266,7 @@ class HealthMonitor:
                     self.cleaner.readmit(
                         name,
                         control,
-                        lost=name in self.journal.lost,
+                        lost=name in self.unjournaled,
                         out_since=shard.out_since,
                         unsynced=unsynced,
                     ),
@@ -279,7 +280,7 @@ class HealthMonitor:
             self._apply(self.policy.recovery_failed(name, str(error) or "timed out", self._now()))
             hold.release(self.app.routes)
             return
-        self.journal.lost.discard(name)
+        self.unjournaled.discard(name)
         pool = self.app.pools.get(name)
         if pool is not None:
             for conn in pool.connections():
