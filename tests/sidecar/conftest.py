@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -9,11 +10,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aredis
 from cachefleet.config import PoolConfig, ShardEndpoint, SidecarConfig
 from cachefleet.ring import RingAssignment, Shard, classic_ring
 from cachefleet.sidecar import Sidecar
@@ -87,14 +89,25 @@ def make_config(addresses: list[str], pool_size: int = 1, **fields: object) -> S
     )
 
 
-@pytest.fixture
-async def sidecar(shards: list[Shard_]) -> AsyncIterator[Sidecar]:
+def flush(shards: list[Shard_]) -> None:
+    """Empty the shards and zero their command counters, so a test sees only its own."""
     for shard in shards:
-        flush = subprocess.run(
-            ["redis-cli", "-p", str(shard.port), "FLUSHALL"], capture_output=True, timeout=10
-        )
-        assert flush.returncode == 0
-    app = await start_sidecar(lambda: make_config([s.address for s in shards]))
+        for command in (["FLUSHALL"], ["CONFIG", "RESETSTAT"]):
+            subprocess.run(
+                ["redis-cli", "-p", str(shard.port), *command],
+                capture_output=True, check=True, timeout=10,
+            )  # fmt: skip
+
+
+@pytest.fixture
+def flushed(shards: list[Shard_]) -> list[Shard_]:
+    flush(shards)
+    return shards
+
+
+@pytest.fixture
+async def sidecar(flushed: list[Shard_]) -> AsyncIterator[Sidecar]:
+    app = await start_sidecar(lambda: make_config([s.address for s in flushed]))
     try:
         yield app
     finally:
@@ -113,6 +126,31 @@ async def start_sidecar(build: Callable[[], SidecarConfig]) -> Sidecar:
             if attempt == 4:
                 raise
     raise AssertionError("unreachable")
+
+
+async def with_sidecar(
+    build: Callable[[], SidecarConfig],
+    body: Callable[[Sidecar, aredis.Redis], Awaitable[object]],
+) -> None:
+    """Run ``body`` with a started sidecar and a client of it, both closed whatever happens."""
+    app = await start_sidecar(build)
+    client = aredis.Redis(port=app.listen_port, protocol=2)
+    try:
+        await body(app, client)
+    finally:
+        await client.aclose()
+        await app.stop()
+
+
+async def until(check: Callable[[], Awaitable[object]], timeout: float = 5.0) -> float:
+    """Poll ``check`` until it answers something true; the seconds that took."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not await check():
+        if loop.time() - started > timeout:
+            raise AssertionError(f"condition not met in {timeout} s")
+        await asyncio.sleep(0.005)
+    return loop.time() - started
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aredis
@@ -19,7 +17,7 @@ from cachefleet.sidecar.route_table import whole_key_hash
 
 from tests.support.relay import relay
 
-from .conftest import Shard_, make_config, start_sidecar
+from .conftest import Shard_, make_config, until, with_sidecar
 
 pytestmark = pytest.mark.integration
 
@@ -49,36 +47,6 @@ def get_calls(shard: Shard_, command: str = "get") -> int:
         if line.startswith(f"cmdstat_{command}:"):
             return int(line.split("calls=")[1].split(",")[0])
     return 0
-
-
-@pytest.fixture
-async def flushed(shards: list[Shard_]) -> AsyncIterator[list[Shard_]]:
-    for shard in shards:
-        subprocess.run(["redis-cli", "-p", str(shard.port), "FLUSHALL"], check=True, timeout=10)
-        subprocess.run(["redis-cli", "-p", str(shard.port), "CONFIG", "RESETSTAT"], check=True,
-                       timeout=10)  # fmt: skip
-    yield shards
-
-
-async def run(
-    build: Callable[[], SidecarConfig], body: Callable[[Sidecar, aredis.Redis], object]
-) -> None:
-    app = await start_sidecar(build)
-    client = aredis.Redis(port=app.listen_port, protocol=2)
-    try:
-        await body(app, client)  # type: ignore[misc]
-    finally:
-        await client.aclose()
-        await app.stop()
-
-
-async def until(check: Callable[[], object], timeout: float = 5.0) -> float:
-    started = time.monotonic()
-    while not await check():  # type: ignore[misc]
-        if time.monotonic() - started > timeout:
-            raise AssertionError("not in time")
-        await asyncio.sleep(0.005)
-    return time.monotonic() - started
 
 
 async def hammer(client: aredis.Redis, key: bytes, count: int) -> list[bytes | None]:
@@ -111,7 +79,7 @@ async def test_a_hot_key_is_detected_and_served_from_l1(flushed: list[Shard_]) -
         assert float(hits.split()[-1]) >= 495
         assert "cachefleet_sidecar_hot_keys 1.0" in metrics
 
-    await run(lambda: l1_config(flushed), body)
+    await with_sidecar(lambda: l1_config(flushed), body)
 
 
 async def test_the_get_parts_of_mget_come_from_l1(flushed: list[Shard_]) -> None:
@@ -145,7 +113,7 @@ async def test_the_get_parts_of_mget_come_from_l1(flushed: list[Shard_]) -> None
     # A low threshold: on a loaded machine 50 MGETs in a row can arrive slower than 100 hot
     # parts a second, and the key would cool (rightly) before the loop ends.
     slow = HotKeysConfig(enabled=True, threshold_per_second=20)
-    await run(lambda: l1_config(flushed, hot_keys=slow), body)
+    await with_sidecar(lambda: l1_config(flushed, hot_keys=slow), body)
 
 
 async def test_writes_through_the_sidecar_and_to_the_shard_invalidate(
@@ -176,7 +144,7 @@ async def test_writes_through_the_sidecar_and_to_the_shard_invalidate(
             await direct.aclose()
         assert app.l1.stats.invalidations.get("push", 0) >= 2
 
-    await run(lambda: l1_config(flushed), body)
+    await with_sidecar(lambda: l1_config(flushed), body)
 
 
 async def test_a_broken_tracking_link_flushes_l1_and_turns_it_off(flushed: list[Shard_]) -> None:
@@ -207,7 +175,7 @@ async def test_a_broken_tracking_link_flushes_l1_and_turns_it_off(flushed: list[
         finally:
             await direct.aclose()
 
-    await run(lambda: l1_config(flushed), body)
+    await with_sidecar(lambda: l1_config(flushed), body)
 
 
 async def test_a_fill_racing_a_write_is_never_cached(flushed: list[Shard_]) -> None:
@@ -246,7 +214,7 @@ async def test_a_fill_racing_a_write_is_never_cached(flushed: list[Shard_]) -> N
             finally:
                 await other.aclose()
 
-        await run(config, body)
+        await with_sidecar(config, body)
 
 
 async def test_hotkeys_endpoint_without_hot_key_detection(flushed: list[Shard_]) -> None:
@@ -254,4 +222,4 @@ async def test_hotkeys_endpoint_without_hot_key_detection(flushed: list[Shard_])
         status, _, payload = app._admin.respond("/hotkeys")
         assert status == 200 and json.loads(payload) == {"enabled": False, "keys": []}
 
-    await run(lambda: make_config([s.address for s in flushed]), body)
+    await with_sidecar(lambda: make_config([s.address for s in flushed]), body)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-import subprocess
 from collections.abc import Callable, Iterator
 
 import hiredis
@@ -28,7 +27,7 @@ from cachefleet.sidecar.warmup import WarmupRouting, WarmupStats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .conftest import Shard_, make_config, start_sidecar
+from .conftest import Shard_, flush, make_config, start_sidecar
 
 native = pytest.importorskip("cachefleet.sidecar._speedups", reason="C extension not built")
 
@@ -599,11 +598,6 @@ async def exchange(port: int, stream: bytes, chunks: list[int]) -> bytes:
         writer.close()
 
 
-def flush_all(shards: list[Shard_]) -> None:
-    for shard in shards:
-        subprocess.run(["redis-cli", "-p", str(shard.port), "FLUSHALL"], timeout=10, check=True)
-
-
 @pytest.fixture
 def pure_python(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], None]]:
     def switch() -> None:
@@ -627,7 +621,7 @@ async def test_the_same_streams_give_the_same_replies_without_the_c_loops(
         try:
             results[mode] = []
             for stream, chunks in plans:
-                flush_all(shards)
+                flush(shards)
                 results[mode].append(await exchange(app.listen_port, stream, chunks))
         finally:
             await app.stop()

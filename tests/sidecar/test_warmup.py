@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aredis
@@ -21,7 +19,7 @@ from cachefleet.sidecar.warmup import in_shadow, tombstone
 
 from tests.support.relay import relay
 
-from .conftest import Shard_, make_config, start_shard, start_sidecar
+from .conftest import Shard_, flush, make_config, start_shard, until, with_sidecar
 
 pytestmark = pytest.mark.integration
 
@@ -102,30 +100,9 @@ def five(shards: list[Shard_]) -> list[Shard_]:
 
 
 @pytest.fixture
-async def fleet(five: list[Shard_]) -> AsyncIterator[list[Shard_]]:
-    for shard in five:
-        subprocess.run(["redis-cli", "-p", str(shard.port), "FLUSHALL"], check=True, timeout=10)
-    yield five
-
-
-async def with_sidecar(
-    build: Callable[[], SidecarConfig], body: Callable[[Sidecar, aredis.Redis], object]
-) -> None:
-    app = await start_sidecar(build)
-    client = aredis.Redis(port=app.listen_port, protocol=2)
-    try:
-        await body(app, client)  # type: ignore[misc]
-    finally:
-        await client.aclose()
-        await app.stop()
-
-
-async def eventually(check: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():  # type: ignore[misc]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+def fleet(five: list[Shard_]) -> list[Shard_]:
+    flush(five)
+    return five
 
 
 async def test_shadow_mirrors_overwrites_and_deletes_on_read_modify_writes(
@@ -146,7 +123,7 @@ async def test_shadow_mirrors_overwrites_and_deletes_on_read_modify_writes(
             await warming.set(keys[4], "stale")
             await client.set(keys[4], "new", nx=True)  # conditional: removed, not mirrored
             await client.ping()
-            await eventually(lambda: warming.exists(keys[0]))
+            await until(lambda: warming.exists(keys[0]))
             assert await warming.get(keys[0]) == b"v1"
             assert 0 < await warming.ttl(keys[1]) <= 100
             assert await warming.get(keys[2]) is None
@@ -162,7 +139,7 @@ async def test_shadow_mirrors_overwrites_and_deletes_on_read_modify_writes(
             stay = staying_key(fleet)
             await client.set(stay, "x")
             await client.set(keys[5], "later")
-            await eventually(lambda: warming.exists(keys[5]))
+            await until(lambda: warming.exists(keys[5]))
             assert await warming.exists(stay) == 0
             assert await client.get(stay) == b"x"
         finally:
@@ -184,7 +161,7 @@ async def test_shadow_reads_measure_and_copy_with_the_ttl(fleet: list[Shard_]) -
             assert await client.get(key) == b"value-" + key
         warming = direct(new)
         try:
-            await eventually(lambda: warming.exists(*keys), 5.0)
+            await until(lambda: warming.exists(*keys), 5.0)
             assert await warming.exists(*keys) == len(keys)
             assert 400 < await warming.ttl(keys[0]) <= 500
             stats = app.warmup_stats
@@ -192,7 +169,7 @@ async def test_shadow_reads_measure_and_copy_with_the_ttl(fleet: list[Shard_]) -
             assert stats.copies == len(keys)
             for key in keys:  # now warm: hits
                 assert await client.get(key) == b"value-" + key
-            await eventually(lambda: asyncio.sleep(0, sum(stats.hits.values()) == len(keys)))
+            await until(lambda: asyncio.sleep(0, sum(stats.hits.values()) == len(keys)))
             assert stats.hit_ratio() == 0.5
             # Reported to the warming shard, where the operator reads every sidecar's counts.
             counters = b"cachefleet:warmup:t1"
@@ -201,7 +178,7 @@ async def test_shadow_reads_measure_and_copy_with_the_ttl(fleet: list[Shard_]) -
                 got = await warming.hgetall(counters)
                 return got == {b"hits": b"20", b"misses": b"20"}
 
-            await eventually(reported, 5.0)
+            await until(reported, 5.0)
         finally:
             await warming.aclose()
 
@@ -222,7 +199,7 @@ async def test_only_keys_inside_the_percentage_are_shadowed(fleet: list[Shard_])
             return bool(await warming.exists(*inside) == len(inside))
 
         try:
-            await eventually(mirrored)
+            await until(mirrored)
             present = [k for k in keys if await warming.exists(k)]
             assert present == inside
             # Every write reached the warming owner: the keys outside as invalidations.
@@ -248,7 +225,7 @@ async def test_grace_falls_back_to_the_previous_owner_and_fills(fleet: list[Shar
                 await previous.set(key, b"old-home-" + key, px=300_000)
         assert await client.get(keys[0]) == b"old-home-" + keys[0]  # a miss on the new owner
         async with direct(new) as fresh:
-            await eventually(lambda: fresh.exists(keys[0]))
+            await until(lambda: fresh.exists(keys[0]))
             assert await fresh.get(keys[0]) == b"old-home-" + keys[0]
             assert 250 < await fresh.ttl(keys[0]) <= 300
         assert app.warmup_stats.fallback_hits == 1
