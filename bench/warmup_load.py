@@ -18,7 +18,6 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import mmh3
@@ -174,11 +173,3 @@ def moving_average(values: list[float], width: int) -> list[float]:
         window = values[max(0, i - width + 1) : i + 1]
         out.append(sum(window) / len(window))
     return out
-
-
-def miss_ratio(
-    ledger: Ledger, moved: Callable[[bytes], bool], start: float, seconds: float
-) -> float | None:
-    """Misses among reads of moved keys in ``seconds`` after ``start``."""
-    picked = [hit for t, key, hit in ledger.reads if start <= t < start + seconds and moved(key)]
-    return (len(picked) - sum(picked)) / len(picked) if picked else None

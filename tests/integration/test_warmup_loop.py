@@ -92,7 +92,7 @@ def fleet(tmp_path: Path) -> Iterator[LocalFleet]:
         local.stop()
 
 
-def change(fleet: LocalFleet, shards: int, workload: ReadThrough) -> list[str]:
+def change(fleet: LocalFleet, shards: int) -> list[str]:
     before = len(fleet.events)
     fleet.scale(shards)
     fleet.run(lambda: fleet.phase == "Stable" and fleet.status.get("shards") == shards, 240)
@@ -107,7 +107,7 @@ def test_capacity_changes_cut_over_on_the_measured_hit_ratio(fleet: LocalFleet) 
     try:
         time.sleep(3)  # steady state: most reads hit
         for shards in (5, 4):
-            events = change(fleet, shards, workload)
+            events = change(fleet, shards)
             print("\n".join(events))
             cutovers = [e for e in events if e.startswith("CutOver")]
             assert len(cutovers) == 1 and "hit ratio" in cutovers[0], events

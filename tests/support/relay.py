@@ -3,7 +3,7 @@
 It runs its own event loop in a thread, so tests and benches that drive subprocesses can use it
 as they are. ``delay`` holds every chunk the server sends for that many seconds (order kept),
 which turns a healthy Redis into a gray failure; ``cut`` drops every connection and refuses new
-ones until ``restore`` (a partition between one client and the server).
+ones from then on (a partition between one client and the server).
 """
 
 from __future__ import annotations
@@ -34,16 +34,10 @@ class Relay:
 
     # -- control, from any thread -------------------------------------------------------------
 
-    def set_delay(self, seconds: float) -> None:
-        self.delay = seconds
-
     def cut(self) -> None:
         """Drop every connection through the relay and refuse new ones."""
         self.cut_off = True
         asyncio.run_coroutine_threadsafe(self._drop_all(), self._loop).result(5)
-
-    def restore(self) -> None:
-        self.cut_off = False
 
     # -- life ---------------------------------------------------------------------------------
 
