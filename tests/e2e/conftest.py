@@ -17,11 +17,11 @@ from tests.e2e.harness import (
     audit_log,
     control_plane,
     create_namespace,
-    free_port,
     install_chart,
     running_operator,
     service_account_kubeconfig,
 )
+from tests.support.ports import free_port
 
 # Short enough that a resync-based check takes seconds, long enough not to busy the 2 cores.
 RESYNC_SECONDS = 2.0

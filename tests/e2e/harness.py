@@ -386,12 +386,3 @@ def service_account_kubeconfig(
     destination.write_text(yaml.safe_dump(config))
     destination.chmod(0o600)
     return destination
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

@@ -20,12 +20,7 @@ from cachefleet.config import PoolConfig, ShardEndpoint, SidecarConfig
 from cachefleet.ring import RingAssignment, Shard, classic_ring
 from cachefleet.sidecar import Sidecar
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.support.ports import free_port
 
 
 @dataclass
