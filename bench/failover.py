@@ -187,31 +187,21 @@ def twemproxy_options(s: Settings) -> PoolOptions:
     )
 
 
-def resume_all(servers: Sequence[RedisServer]) -> None:
-    """A stopped server ignores SIGTERM: wake every one before the harness stops them."""
-    for server in servers:
-        with contextlib.suppress(ProcessLookupError):
-            server.process.send_signal(signal.SIGCONT)
-
-
 @contextlib.contextmanager
 def fleet(proxy: str, s: Settings) -> Iterator[Fleet]:
     with start_redis_servers(SHARDS + (1 if proxy == "sidecar" else 0)) as servers:
-        try:
-            shards = servers[:SHARDS]
-            addresses = [server.address for server in shards]
-            if proxy == "sidecar":
-                config = failover_config(shards, servers[SHARDS], s)
-                with start_sidecar(config=config) as sidecar:
-                    victim = config.shards[VICTIM].name
-                    yield Fleet(proxy, sidecar.port, shards, servers[SHARDS], sidecar, None, victim)
-            else:
-                options = twemproxy_options(s)
-                with start_nutcracker(addresses, options, stats_interval_ms=100) as nutcracker:
-                    victim = addresses[VICTIM]
-                    yield Fleet(proxy, nutcracker.port, shards, None, None, nutcracker, victim)
-        finally:
-            resume_all(servers)
+        shards = servers[:SHARDS]
+        addresses = [server.address for server in shards]
+        if proxy == "sidecar":
+            config = failover_config(shards, servers[SHARDS], s)
+            with start_sidecar(config=config) as sidecar:
+                victim = config.shards[VICTIM].name
+                yield Fleet(proxy, sidecar.port, shards, servers[SHARDS], sidecar, None, victim)
+        else:
+            options = twemproxy_options(s)
+            with start_nutcracker(addresses, options, stats_interval_ms=100) as nutcracker:
+                victim = addresses[VICTIM]
+                yield Fleet(proxy, nutcracker.port, shards, None, None, nutcracker, victim)
 
 
 def inject(fault: str, victim: RedisServer) -> None:

@@ -72,9 +72,6 @@ class Fleet:
 def fleet() -> Iterator[Fleet]:
     with start_redis_servers(5) as servers:
         yield Fleet(servers[:4], servers[4])
-        for server in servers:  # a SIGSTOPped server cannot be stopped by SIGTERM
-            with contextlib.suppress(ProcessLookupError):
-                server.process.send_signal(signal.SIGCONT)
 
 
 def keys_of(ring: Ring, shard: str, count: int, prefix: str = "k") -> list[str]:

@@ -4,6 +4,8 @@ also when the body fails."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import pytest
 
@@ -48,3 +50,13 @@ def test_password_protected_servers() -> None:
         with server.client() as client:
             assert client.ping() is True
     assert _gone(server.pid)
+
+
+def test_a_stopped_server_is_woken_to_take_its_sigterm() -> None:
+    """A hung (SIGSTOPped) shard is how failover tests fail one; stopping it must not wait out
+    the grace period and SIGKILL it."""
+    with start_redis_servers(1) as (server,):
+        server.process.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+    assert server.process.returncode == 0  # redis-server's own SIGTERM shutdown, not -SIGKILL
+    assert time.monotonic() - started < 2.5

@@ -64,10 +64,15 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
 
 
 def stop(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; always reaps the child."""
+    """SIGTERM, then SIGKILL after ``grace`` seconds; always reaps the child.
+
+    A SIGSTOPped child (a test's hung shard) only queues the SIGTERM: SIGCONT lets it take it,
+    or it would sit out the whole grace and die by SIGKILL.
+    """
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGCONT)
         try:
             process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
