@@ -61,7 +61,6 @@ from bench.failover_accounting import (  # noqa: E402
     bins,
     bins_within,
     load_of,
-    prometheus_counters,
 )
 from bench.failover_load import (  # noqa: E402
     SAMPLE_SECONDS,
@@ -81,6 +80,7 @@ from bench.failover_report import (  # noqa: E402
     summary_line,
     targets,
 )
+from bench.prometheus import prometheus_counters  # noqa: E402
 from tests.support import (  # noqa: E402
     RedisServer,
     Sidecar,

@@ -52,6 +52,7 @@ from cachefleet.config import (  # noqa: E402
 from cachefleet.ring import RingAssignment, Shard, classic_ring  # noqa: E402
 
 from bench.entry import run  # noqa: E402
+from bench.prometheus import prometheus_counters  # noqa: E402
 from tests.support import (  # noqa: E402
     Sidecar,
     cpu_seconds,
@@ -262,16 +263,9 @@ def fleet() -> Iterator[tuple[list[Target], Sidecar]]:
 
 def path_shares(sidecar: Sidecar) -> dict[str, Any]:
     """Requests by path (c, python) and by route unit, from the sidecar's own metrics."""
-    paths: dict[str, float] = {}
-    routes: dict[str, float] = {}
-    for line in sidecar.metrics().splitlines():
-        for prefix, into, label in (
-            ("cachefleet_sidecar_path_requests_total{", paths, 'path="'),
-            ("cachefleet_sidecar_route_requests_total{", routes, 'route="'),
-        ):
-            if line.startswith(prefix):
-                name = line.split(label, 1)[1].split('"', 1)[0]
-                into[name] = float(line.rsplit(" ", 1)[1])
+    metrics = sidecar.metrics()
+    paths = prometheus_counters(metrics, "cachefleet_sidecar_path_requests")
+    routes = prometheus_counters(metrics, "cachefleet_sidecar_route_requests")
     total = sum(paths.values()) or 1.0
     return {
         "requests": {k: int(v) for k, v in paths.items()},

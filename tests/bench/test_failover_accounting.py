@@ -20,7 +20,6 @@ from bench.failover_accounting import (
     load_of,
     noise_bound,
     percentile,
-    prometheus_counters,
 )
 from bench.failover_load import Record
 from bench.failover_report import Observed, Timeline, shard_loads, targets
@@ -146,20 +145,6 @@ def test_back_in_service_is_the_first_busy_bin_after_the_restore() -> None:
     shard = [Bin(0.0, 1.0, 500), Bin(1.0, 2.0, 5), Bin(2.0, 3.0, 40), Bin(3.0, 4.0, 400)]
     assert back_in_service(shard, since=1.0, commands_per_second=200) == 4.0
     assert back_in_service(shard, since=1.0, commands_per_second=1000) is None
-
-
-def test_prometheus_counters_by_label() -> None:
-    text = (
-        "# HELP cachefleet_sidecar_path_requests_total ...\n"
-        'cachefleet_sidecar_path_requests_total{path="c"} 1234.0\n'
-        'cachefleet_sidecar_path_requests_total{path="python"} 5.0\n'
-        'cachefleet_sidecar_route_requests_total{route="gutter"} 7.0\n'
-    )
-    assert prometheus_counters(text, "cachefleet_sidecar_path_requests") == {
-        "c": 1234.0,
-        "python": 5.0,
-    }
-    assert prometheus_counters(text, "cachefleet_sidecar_route_requests") == {"gutter": 7.0}
 
 
 # -- verdicts from a whole (made-up) scenario ------------------------------------------------
