@@ -13,6 +13,7 @@ from cachefleet_operator.rbac import CHART_RULES_PATH, chart_rules_yaml, policy_
 
 from tests.chart.chart import CHART, EXAMPLE_VALUES, ROOT, example, manifests, render
 from tests.support.kube_schemas import FOREIGN_KINDS, problems
+from tests.support.pod_security import assert_restricted_pod
 
 VALUE_SETS = [pytest.param({}, id="defaults")] + [
     pytest.param(example(path), id=path.stem) for path in EXAMPLE_VALUES
@@ -109,13 +110,8 @@ def test_the_operator_deployment_runs_restricted_with_two_replicas() -> None:
     [deployment] = [m for m in manifests({}) if m["kind"] == "Deployment"]
     assert deployment["spec"]["replicas"] == 2
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert_restricted_pod(pod)
     for container in pod["containers"]:
-        context = container["securityContext"]
-        assert context["allowPrivilegeEscalation"] is False
-        assert context["readOnlyRootFilesystem"] is True
-        assert context["capabilities"] == {"drop": ["ALL"]}
         assert container["resources"]["requests"]["cpu"]
         assert container["resources"]["requests"]["memory"]
         mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}

@@ -17,6 +17,7 @@ import pytest
 from tests.e2e.conftest import SERVICE_ACCOUNT, Installed
 from tests.e2e.harness import AuditLog, Kubectl, Operator, wait_for
 from tests.e2e.test_operator import cache_cluster, events, wait_stable
+from tests.support.pod_security import assert_restricted
 
 pytestmark = pytest.mark.e2e
 
@@ -142,7 +143,7 @@ def test_a_labelled_pod_comes_back_with_the_sidecar(
         "/etc/cachefleet/sidecar.json",
     ]
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
+    assert_restricted(sidecar)  # as the API server stored the webhook's patch
     assert sidecar["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
     client = spec["containers"][1]
     assert {"name": "REDIS_URL", "value": "redis://127.0.0.1:6379"} in client["env"]

@@ -20,6 +20,7 @@ from cachefleet_operator.injection import (
 )
 
 from tests.support.kube_schemas import NEWEST, OLDEST, problems
+from tests.support.pod_security import assert_restricted
 
 PODS = Path(__file__).parent / "pods"
 POD_FILES = sorted(PODS.glob("*.yaml"))
@@ -79,11 +80,7 @@ def test_injection_keeps_everything_the_pod_had_and_adds_the_sidecar(
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert sidecar["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
-    context = sidecar["securityContext"]
-    assert context["runAsNonRoot"] and context["readOnlyRootFilesystem"]
-    assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {
-        "drop": ["ALL"]
-    }
+    assert_restricted(sidecar)
     # The pod's own volumes, containers and their settings are all still there, unchanged
     # but for REDIS_URL.
     volumes = {v["name"]: v for v in after["spec"]["volumes"]}

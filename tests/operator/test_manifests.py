@@ -14,6 +14,7 @@ from cachefleet_operator.webhook.admission import MISSING_REASON, answer
 from tests.operator.fleet import Fleet, cache_cluster
 from tests.operator.test_injection import facts, pod
 from tests.support.kube_schemas import problems
+from tests.support.pod_security import assert_restricted_pod
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
@@ -47,13 +48,8 @@ def test_redis_pods_run_restricted_with_requests(path: Path) -> None:
         if manifest["kind"] != "StatefulSet":
             continue
         pod_spec = manifest["spec"]["template"]["spec"]
-        assert pod_spec["securityContext"]["runAsNonRoot"] is True
-        assert pod_spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert_restricted_pod(pod_spec)
         for container in pod_spec["containers"]:
-            context = container["securityContext"]
-            assert context["readOnlyRootFilesystem"] is True
-            assert context["allowPrivilegeEscalation"] is False
-            assert context["capabilities"] == {"drop": ["ALL"]}
             assert set(container["resources"]["requests"]) >= {"cpu", "memory"}
             mounts = {m["mountPath"] for m in container["volumeMounts"]}
             assert {"/tmp", "/data"} <= mounts  # the only paths Redis and its script write
