@@ -21,6 +21,17 @@ def settled(shards: int = 4, **spec: Any) -> Fleet:
     return fleet
 
 
+def reconcile_until(fleet: Fleet, phase: str, every: float | None = None, limit: int = 50) -> None:
+    """Move the clock on (``every`` seconds, or when the last plan asked to be called again) and
+    reconcile until the fleet is in ``phase``; a walk that stalls fails instead of spinning."""
+    for _ in range(limit):
+        if fleet.phase == phase:
+            return
+        fleet.advance(every or fleet.plans[-1].requeue_after or 5)
+        fleet.reconcile()
+    raise AssertionError(f"still {fleet.phase} after {limit} reconciles, never {phase}")
+
+
 def reasons(fleet: Fleet) -> list[str]:
     return [event.reason for event in fleet.plans[-1].events]
 
@@ -150,9 +161,7 @@ def test_removed_shards_wait_for_every_sidecar_to_run_the_final_config() -> None
     fleet = settled(5)
     fleet.edit(shards=4)
     fleet.hit_ratio = 1.0
-    while fleet.phase != "Grace":
-        fleet.advance(60)
-        fleet.reconcile()
+    reconcile_until(fleet, "Grace", every=60)
     grace_version = fleet.sidecar_config().config_version
     fleet.sidecars = {"app-1:7": grace_version, "app-2:7": grace_version}
     fleet.advance(300)
@@ -177,9 +186,7 @@ def test_a_sidecar_that_never_catches_up_is_waited_for_a_bounded_time() -> None:
     fleet = settled(5)
     fleet.edit(shards=4)
     fleet.hit_ratio = 1.0
-    while fleet.phase != "Grace":
-        fleet.advance(60)
-        fleet.reconcile()
+    reconcile_until(fleet, "Grace", every=60)
     fleet.sidecars = {"stuck:1": "an-old-version"}
     fleet.advance(300)
     fleet.reconcile()
@@ -277,9 +284,7 @@ def test_a_change_during_a_warm_up_is_queued_then_planned() -> None:
     assert "ChangeQueued" not in reasons(fleet)  # said once, not on every resync
 
     fleet.hit_ratio = 1.0
-    while fleet.phase != "Stable":
-        fleet.advance(fleet.plans[-1].requeue_after or 5)
-        fleet.reconcile()
+    reconcile_until(fleet, "Stable")
     assert fleet.status["shards"] == 5
     fleet.reconcile()
     assert fleet.phase == "Provisioning"
