@@ -52,6 +52,20 @@ def names(containers: list[dict[str, Any]] | None) -> list[str]:
     return [c["name"] for c in containers or []]
 
 
+def warned(kubectl: Kubectl, pod: str, reason: str, timeout: float) -> dict[str, Any]:
+    """The one Event ``reason`` on the pod, waited for; it must be a Warning."""
+
+    def found() -> list[dict[str, Any]] | None:
+        selector = f"involvedObject.kind=Pod,involvedObject.name={pod},reason={reason}"
+        listing = kubectl.json("get", "events", "--field-selector", selector)
+        items: list[dict[str, Any]] = listing["items"]
+        return items or None
+
+    [event] = wait_for(found, f"a {reason} Event on pod {pod}", timeout, interval=1)
+    assert event["type"] == "Warning", event
+    return event
+
+
 @pytest.fixture(scope="module")
 def injecting(kubectl: Kubectl, operator: Operator) -> str:
     """A CacheCluster to inject, and the webhook serving with a caBundle the API server trusts."""
@@ -207,17 +221,7 @@ def test_a_label_naming_no_cache_cluster_gets_a_warning_and_no_sidecar(
     assert names(stored["spec"]["containers"]) == ["client"]
     assert "no-such-cluster" in result.stderr  # the admission warning, shown by kubectl
 
-    def warned() -> list[dict[str, Any]] | None:
-        found = kubectl.json(
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=orphan,reason=SidecarNotInjected",
-        )["items"]
-        return found or None
-
-    [event] = wait_for(warned, "a Warning Event on the pod", 30)
-    assert event["type"] == "Warning"
+    event = warned(kubectl, "orphan", "SidecarNotInjected", 30)
     assert "CacheCluster 'no-such-cluster' does not exist" in event["message"]
 
 
@@ -232,16 +236,7 @@ def test_with_the_webhook_down_a_pod_starts_without_sidecar_and_gets_an_event(
     finally:
         operator.start()
 
-    def warned() -> list[dict[str, Any]] | None:
-        found = kubectl.json(
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=unserved,reason=SidecarMissing",
-        )["items"]
-        return found or None
-
-    [event] = wait_for(warned, "the leader's Warning Event on the pod", 60, interval=1)
+    event = warned(kubectl, "unserved", "SidecarMissing", 60)  # the leader's, once it is back
     assert "started without the cachefleet sidecar" in event["message"]
     # And it comes back: the next pod is injected again.
     wait_for(
