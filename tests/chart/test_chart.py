@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 from typing import Any
 
 import helm_python
@@ -181,7 +181,15 @@ def test_every_value_is_documented_in_the_charts_readme() -> None:
     assert missing == [], missing
 
 
-def test_example_values_exist() -> None:
+def test_the_schema_describes_every_value_and_each_example_passes_it() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    # A misspelt top-level value is refused, and none of the chart's own goes unchecked.
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == set(defaults)
     assert len(EXAMPLE_VALUES) >= 3
-    assert all(isinstance(example(p), dict) for p in EXAMPLE_VALUES)
-    assert isinstance(Path(CHART / "values.schema.json").read_text(), str)
+    with helm_python.Chart.load(CHART) as chart:
+        for path in EXAMPLE_VALUES:
+            values = example(path)
+            assert isinstance(values, dict) and values, f"{path.name} sets nothing"
+            chart.validate_schema(values)

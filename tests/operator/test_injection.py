@@ -62,9 +62,10 @@ def test_injection_keeps_everything_the_pod_had_and_adds_the_sidecar(
     after = injected(before, native)
     sidecar = sidecar_of(after)
     if native:
-        assert after["spec"]["initContainers"][0] is not None
         assert after["spec"]["initContainers"][0]["name"] == CONTAINER_NAME
-        assert sidecar["restartPolicy"] == "Always" and "startupProbe" in sidecar
+        assert sidecar["restartPolicy"] == "Always"
+        # The app's containers start once the sidecar routes (/readyz), not once it merely runs.
+        assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
         assert after["spec"]["initContainers"][1:] == before["spec"].get("initContainers", [])
         assert after["spec"]["containers"][0]["name"] == before["spec"]["containers"][0]["name"]
     else:

@@ -83,10 +83,14 @@ def test_renamed_objects_are_checked_by_their_configured_names() -> None:
         own_namespace="ops", watched=frozenset(), names=(("cachefleet-operator", "mine"),)
     )
     lease = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/"
-    assert declared(required("PUT", lease + "mine") or Access("", "", "", None, None), grant)
-    assert not declared(
-        required("PUT", lease + "cachefleet-operator") or Access("", "", "", None, None), grant
-    )
+    update = ("coordination.k8s.io", "leases", "update", "ops")
+    mine, default = Access(*update, "mine"), Access(*update, "cachefleet-operator")
+    assert required("PUT", lease + "mine") == mine
+    assert required("PUT", lease + "cachefleet-operator") == default
+    assert declared(mine, grant)
+    assert not declared(default, grant)
+    # Refused for the rename alone: without it, the default name is the one granted.
+    assert declared(default, Grant(own_namespace="ops", watched=frozenset()))
 
 
 def test_rules_have_no_wildcards_and_say_why() -> None:
