@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
-import json
 import secrets
 import time
 import uuid
@@ -124,7 +123,6 @@ class LocalFleet:
         self.password_file = self.directory / "password"
         self.password: str | None = None
         self.signal = RedisWarmupSignal()
-        self.plans: list[ReconcilePlan] = []
         self.events: list[EventSpec] = []
 
     # -- the CacheCluster ----------------------------------------------------------------------
@@ -187,7 +185,6 @@ class LocalFleet:
         )
         plan = reconcile(copy.deepcopy(self.cluster), observed)
         self._carry_out(plan)
-        self.plans.append(plan)
         return plan
 
     def run(
@@ -372,9 +369,6 @@ class LocalFleet:
             "servers": {member: p.address for member, p in sorted(self.redis.items())},
             "directory": str(self.directory),
         }
-
-    def dump_status(self) -> str:
-        return json.dumps(self.status, indent=2)
 
 
 def _key(manifest: Manifest) -> tuple[str, str]:
