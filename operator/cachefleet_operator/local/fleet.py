@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
-import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from cachefleet.ring import Ring, RingAssignment
 from cachefleet_operator.api import SpecError, parse_spec
 from cachefleet_operator.api.base import API_VERSION, KIND
 from cachefleet_operator.children.context import PASSWORD_KEY
+from cachefleet_operator.children.secret import new_password
 from cachefleet_operator.children.sidecar_config import CONFIG_KEY
 from cachefleet_operator.labels import ROLE, SHARD
 from cachefleet_operator.local.processes import (
@@ -54,7 +54,7 @@ from cachefleet_operator.naming import (
 )
 from cachefleet_operator.plan import EventSpec, Manifest, Observed, ReconcilePlan
 from cachefleet_operator.reconcile import reconcile
-from cachefleet_operator.warmup_signal import RedisWarmupSignal, warmup_target
+from cachefleet_operator.warmup_signal import RedisWarmupSignal, observe_signal, warmup_target
 
 NAMESPACE = "default"
 LOOP_SECONDS = 1.0  # the longest the loop waits between reconciles
@@ -164,7 +164,6 @@ class LocalFleet:
         """Observe, reconcile, carry out: one turn of the operator."""
         now = datetime.now(UTC)
         target = warmup_target(self.cluster, self.password)
-        warmup = sidecars = None
         if target is not None:
             local = self._local_addresses()
             target = dataclasses.replace(
@@ -172,14 +171,11 @@ class LocalFleet:
                 addresses=tuple(local.get(a, a) for a in target.addresses),
                 heartbeat_addresses=tuple(local.get(a, a) for a in target.heartbeat_addresses),
             )
-            if target.addresses:
-                warmup = self.signal.observe(target, now)
-            else:
-                sidecars = self.signal.sidecars(target, now)
+        warmup, sidecars = observe_signal(self.signal, target, now)
         observed = Observed(
             now=now,
             children=self._observed_children(),
-            generated_password=secrets.token_urlsafe(24),
+            generated_password=new_password(),
             warmup=warmup,
             sidecars=sidecars,
         )
