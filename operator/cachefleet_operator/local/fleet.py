@@ -278,10 +278,13 @@ class LocalFleet:
                 continue
             if member in self.held_down or conf_key not in confs:
                 continue
-            port = self.ports.setdefault(member, free_port())
             needs_password = ("Secret", auth_secret(self.name)) in self.children
             if needs_password and self.password is None:
                 continue
+            if member not in self.ports:
+                # Asked for once per member: free_port never hands a port out twice.
+                self.ports[member] = free_port()
+            port = self.ports[member]
             self.redis[member] = start_redis(
                 f"redis-server {member}",
                 confs[conf_key],
