@@ -19,7 +19,6 @@ hot-key detection and L1, and gray-failure detection; those live in the sidecar.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,21 +26,29 @@ from typing import Any, cast
 
 import redis
 
-from cachefleet.config import SidecarConfig, load_config
-from cachefleet.ring.hashing import key_hash
-from cachefleet.sidecar.commands import Access, CommandSpec, Kind, Split, keys_of, lookup
+from cachefleet.config import SidecarConfig, read_secret, split_address
+from cachefleet.sidecar.commands import (
+    Access,
+    CommandSpec,
+    Kind,
+    Split,
+    across_shards_error,
+    keyless_error,
+    keys_of,
+    lookup,
+    refused_error,
+    unknown_command_error,
+    wrong_arity_error,
+)
 from cachefleet.sidecar.gutter import (
     INDEX_KEY,
-    JOURNAL_MAX_ENTRIES,
-    JOURNAL_RETENTION_SECONDS,
-    JOURNAL_SCRIPT,
-    SEQUENCE_KEY,
+    journal_command,
     journal_key,
+    member_index,
     overflow_key,
 )
-from cachefleet.sidecar.recovery import TRIM_SCRIPT
-
-log = logging.getLogger("cachefleet.client")
+from cachefleet.sidecar.recovery import DELETE_BATCH, DELETE_LIMIT, TRIM_SCRIPT
+from cachefleet.sidecar.reload import ConfigWatcher
 
 FIRST_EJECTION = 0.2
 MAX_EJECTION = 10.0
@@ -59,66 +66,60 @@ class ShardedRedis:
         clock: Callable[[], float] = time.monotonic,
         **redis_options: Any,
     ) -> None:
-        self.path = None if isinstance(config, SidecarConfig) else Path(config)
         self.password = password
         self.reload_seconds = reload_seconds
         self.clock = clock
         self.options = {"socket_timeout": socket_timeout, **redis_options}
-        self._text = ""
         self._checked = 0.0
         self.clients: dict[str, redis.Redis] = {}
         self.gutter: list[redis.Redis] = []
         self.ejected: dict[str, tuple[float, float]] = {}  # shard -> (until, backoff)
-        self._apply(config if isinstance(config, SidecarConfig) else self._read())
+        self.watcher: ConfigWatcher | None = None
+        if isinstance(config, SidecarConfig):
+            self._apply(config)
+        else:
+            path = Path(config)
+            text = path.read_text()
+            self._apply(SidecarConfig.model_validate_json(text))
+            # The sidecar's own watcher: a changed file that does not validate, or cannot be
+            # applied, is logged and the running config keeps routing.
+            self.watcher = ConfigWatcher(path, self._apply, _ignore, text)
 
     # -- config -------------------------------------------------------------------------------
-
-    def _read(self) -> SidecarConfig:
-        assert self.path is not None
-        self._text = self.path.read_text()
-        return load_config(self.path)
 
     def _apply(self, config: SidecarConfig) -> None:
         ring = config.ring.to_ring()
         password = self.password
-        if password is None and config.auth.shard_password_file:
-            password = Path(config.auth.shard_password_file).read_text().rstrip("\r\n")
+        if password is None:
+            password = read_secret(config.auth.shard_password_file)
+        username = config.auth.shard_username
         addresses = {s.name: s.address for s in config.shards}
-        old = self.clients
-        self.clients = {name: self._connect(addresses[name], password) for name in ring.shard_names}
+        old = [*self.clients.values(), *self.gutter]
+        self.clients = {
+            name: self._connect(addresses[name], username, password) for name in ring.shard_names
+        }
         self.gutter = (
-            [self._connect(s.address, password) for s in config.gutter.shards]
+            [self._connect(s.address, username, password) for s in config.gutter.shards]
             if config.gutter.enabled
             else []
         )
         self.names = list(ring.shard_names)
         self.lookup = ring.lookup_function()
         self.config = config
-        for client in old.values():
+        for client in old:
             client.close()
 
-    def _connect(self, address: str, password: str | None) -> redis.Redis:
-        host, _, port = address.rpartition(":")
-        return redis.Redis(host=host.strip("[]"), port=int(port), password=password, **self.options)
+    def _connect(self, address: str, username: str | None, password: str | None) -> redis.Redis:
+        host, port = split_address(address)
+        return redis.Redis(
+            host=host, port=port, username=username, password=password, **self.options
+        )
 
     def _maybe_reload(self) -> None:
-        if self.path is None or self.clock() - self._checked < self.reload_seconds:
+        if self.watcher is None or self.clock() - self._checked < self.reload_seconds:
             return
         self._checked = self.clock()
-        try:
-            text = self.path.read_text()
-        except OSError:
-            return
-        if text != self._text:
-            try:
-                config = SidecarConfig.model_validate_json(text)
-            except ValueError as error:
-                # Keep routing by the config that works, as the sidecar does, and say why.
-                log.warning("not reloading %s: %s", self.path, error)
-                self._text = text  # once per bad version, not on every check
-                return
-            self._text = text
-            self._apply(config)
+        self.watcher.check()
 
     def close(self) -> None:
         for client in [*self.clients.values(), *self.gutter]:
@@ -139,28 +140,20 @@ class ShardedRedis:
             raise redis.ResponseError("ERR empty command")
         spec = lookup(raw[0])
         if spec is None:
-            raise redis.ResponseError(f"ERR unknown command '{raw[0].decode(errors='replace')}'")
+            raise redis.ResponseError(unknown_command_error(raw))
         if spec.kind == Kind.REFUSED:
-            raise redis.ResponseError(
-                f"ERR {spec.name.upper()} is not supported by cachefleet: {spec.reason}"
-            )
-        if not spec.arity_ok(len(raw)) or (spec.step == 2 and len(raw) % 2 == 0):
-            raise redis.ResponseError(f"ERR wrong number of arguments for '{spec.name}' command")
+            raise redis.ResponseError(refused_error(spec))
+        if not spec.arity_ok(len(raw)):
+            raise redis.ResponseError(wrong_arity_error(spec))
         if spec.kind == Kind.LOCAL:
             return self._local(spec, raw)
         if spec.kind == Kind.SPLIT:
             return self._split(spec, raw)
         keys = keys_of(spec, raw)
         if not keys:
-            raise redis.ResponseError(
-                f"ERR {spec.name.upper()} is not supported by cachefleet without keys: "
-                "the client routes by key"
-            )
+            raise redis.ResponseError(keyless_error(spec, "client"))
         if len({self.lookup(k) for k in keys}) != 1:
-            raise redis.ResponseError(
-                f"ERR {spec.name.upper()} is not supported by cachefleet across shards: its keys "
-                "live on different shards (put them under one hash tag, like {user1}a and {user1}b)"
-            )
+            raise redis.ResponseError(across_shards_error(spec))
         return self._send(spec, keys, raw)
 
     def shard_of(self, key: bytes | str) -> str:
@@ -241,24 +234,11 @@ class ShardedRedis:
             raise redis.ConnectionError(
                 f"shard {shard} unavailable ({why}) and no gutter pool is configured"
             )
-        member = self.gutter[key_hash(keys[0]) % len(self.gutter)]
+        member = self.gutter[member_index(keys[0], len(self.gutter))]
         try:
             if not spec.writes:
                 return _call(member, *raw)
-            _call(
-                member,
-                "EVAL",
-                JOURNAL_SCRIPT,
-                4,
-                journal_key(shard),
-                SEQUENCE_KEY,
-                INDEX_KEY,
-                overflow_key(shard),
-                shard,
-                JOURNAL_MAX_ENTRIES,
-                JOURNAL_RETENTION_SECONDS,
-                *keys,
-            )
+            _call(member, *journal_command(shard), *keys)  # first, as the sidecar does
             result = _call(member, *raw)
             if spec.access != Access.DELETE:
                 for key in keys:
@@ -271,7 +251,8 @@ class ShardedRedis:
 
     def _clean(self, shard: str) -> None:
         """Delete on ``shard`` the keys journaled for it in the gutter, before it serves again
-        (past 10,000 of them, or an overflowed journal: flush it, as the sidecar does)."""
+        (past ``DELETE_LIMIT`` of them, or an overflowed journal: flush it, as the sidecar
+        does)."""
         client = self.clients[shard]
         journals = []
         for member in self.gutter:
@@ -284,15 +265,15 @@ class ShardedRedis:
                 (member, [k for k, _ in entries], max((s for _, s in entries), default=0), overflow)
             )
         keys = sorted({k for _, ks, _, _ in journals for k in ks})
-        flush = any(o for _, _, _, o in journals) or len(keys) > 10_000
+        flush = any(o for _, _, _, o in journals) or len(keys) > DELETE_LIMIT
         if flush:
             client.flushall(asynchronous=True)
         else:
-            for start in range(0, len(keys), 1000):
-                _call(client, "UNLINK", *keys[start : start + 1000])
+            for start in range(0, len(keys), DELETE_BATCH):
+                _call(client, "UNLINK", *keys[start : start + DELETE_BATCH])
         for member, ks, highest, _ in journals:
-            for start in range(0, len(ks), 1000):
-                _call(member, "UNLINK", *ks[start : start + 1000])
+            for start in range(0, len(ks), DELETE_BATCH):
+                _call(member, "UNLINK", *ks[start : start + DELETE_BATCH])
             _call(
                 member,
                 "EVAL",
@@ -347,3 +328,7 @@ class ShardedRedis:
 def _call(client: redis.Redis, *args: Any) -> Any:
     """One command on one server, as redis-py sends it (its ``execute_command`` is untyped)."""
     return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _ignore(reason: str) -> None:
+    """The watcher has logged why a new config was not applied; nothing else to do."""

@@ -13,6 +13,8 @@ from cachefleet.config.schema import (
     SidecarConfig,
     WarmupConfig,
     load_config,
+    read_secret,
+    split_address,
 )
 
 __all__ = [
@@ -28,4 +30,6 @@ __all__ = [
     "SidecarConfig",
     "WarmupConfig",
     "load_config",
+    "read_secret",
+    "split_address",
 ]

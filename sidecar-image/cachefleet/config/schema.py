@@ -230,6 +230,19 @@ class SidecarConfig(_Model):
         return self.model_dump_json(by_alias=True, indent=2)
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """HOST:PORT (``[v6]:PORT`` too) as the host and the port number."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def read_secret(path: str | None) -> str | None:
+    """A mounted Secret's value (a file), without the newline an editor may have added."""
+    if path is None:
+        return None
+    return Path(path).read_text().rstrip("\r\n")
+
+
 def load_config(path: str | Path) -> SidecarConfig:
     """Read and validate a config file; raises ValueError (pydantic's) naming what is wrong."""
     return SidecarConfig.model_validate(json.loads(Path(path).read_text()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,6 +32,24 @@ log = logging.getLogger("cachefleet.sidecar.admin")
 
 PREFIX = "cachefleet_sidecar"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def counter(
+    name: str, text: str, labels: Sequence[str], rows: Iterable[tuple[Sequence[str], float]]
+) -> CounterMetricFamily:
+    """One counter family from (label values, count) rows."""
+    family = CounterMetricFamily(f"{PREFIX}_{name}", text, labels=list(labels))
+    for values, count in rows:
+        family.add_metric(list(values), count)
+    return family
+
+
+def plain_counters(rows: Iterable[tuple[str, float, str]]) -> Iterator[Metric]:
+    """Unlabelled counters from (name, value, help) rows."""
+    for name, value, text in rows:
+        family = CounterMetricFamily(f"{PREFIX}_{name}", text)
+        family.add_metric([], value)
+        yield family
 
 
 class SidecarCollector(Collector):
@@ -72,28 +90,20 @@ class SidecarCollector(Collector):
             paths.add_metric([path], count)
         yield paths
 
-        routes = CounterMetricFamily(
-            f"{PREFIX}_route_requests",
+        yield counter(
+            "route_requests",
             "Requests a route unit took instead of the fast path (gutter, hold, ...)",
-            labels=["route"],
+            ["route"],
+            (([route], count) for route, count in list(stats.routes.items())),
         )
-        for route, count in list(stats.routes.items()):
-            routes.add_metric([route], count)
-        yield routes
-
-        ejections = CounterMetricFamily(
-            f"{PREFIX}_ejections", "Shard ejections by cause", labels=["shard", "cause"]
-        )
-        for (shard, cause), count in list(stats.ejections.items()):
-            ejections.add_metric([shard, cause], count)
-        yield ejections
-        readmissions = CounterMetricFamily(
-            f"{PREFIX}_readmissions", "Ejected shards re-admitted after their clean-up",
-            labels=["shard"],
+        yield counter(
+            "ejections", "Shard ejections by cause", ["shard", "cause"],
+            (([shard, cause], count) for (shard, cause), count in list(stats.ejections.items())),
         )  # fmt: skip
-        for shard, count in list(stats.readmissions.items()):
-            readmissions.add_metric([shard], count)
-        yield readmissions
+        yield counter(
+            "readmissions", "Ejected shards re-admitted after their clean-up", ["shard"],
+            (([shard], count) for shard, count in list(stats.readmissions.items())),
+        )  # fmt: skip
         yield from warmup_metrics(app)
         yield from hot_key_metrics(app)
 
@@ -104,12 +114,10 @@ class SidecarCollector(Collector):
             states.add_metric([name, str(health.state)], 1)
         yield states
 
-        errors = CounterMetricFamily(
-            f"{PREFIX}_errors", "Requests answered with an error by the sidecar", labels=["kind"]
-        )
-        for kind, count in list(stats.errors.items()):
-            errors.add_metric([kind], count)
-        yield errors
+        yield counter(
+            "errors", "Requests answered with an error by the sidecar", ["kind"],
+            (([kind], count) for kind, count in list(stats.errors.items())),
+        )  # fmt: skip
 
         latency = HistogramMetricFamily(
             f"{PREFIX}_shard_latency_seconds",
@@ -190,25 +198,22 @@ def hot_key_metrics(app: Sidecar) -> Iterator[Metric]:
     entries = GaugeMetricFamily(f"{PREFIX}_l1_entries", "Values held in L1")
     entries.add_metric([], len(l1.entries))
     yield entries
-    for name, value, text in (
-        ("l1_hits", stats.hits + native_hits, "GETs of hot keys answered from L1"),
-        ("l1_misses", stats.misses, "GETs of hot keys L1 did not hold (fetched and filled)"),
-        ("l1_fills", stats.fills, "Values stored in L1"),
-        ("l1_evictions", stats.evictions, "L1 entries dropped to make room"),
-        ("l1_flushes", stats.flushes, "Times a shard's L1 entries were dropped at once"),
-    ):
-        counter = CounterMetricFamily(f"{PREFIX}_{name}", text)
-        counter.add_metric([], value)
-        yield counter
-    invalidations = CounterMetricFamily(
-        f"{PREFIX}_l1_invalidations",
+    yield from plain_counters(
+        [
+            ("l1_hits", stats.hits + native_hits, "GETs of hot keys answered from L1"),
+            ("l1_misses", stats.misses, "GETs of hot keys L1 did not hold (fetched and filled)"),
+            ("l1_fills", stats.fills, "Values stored in L1"),
+            ("l1_evictions", stats.evictions, "L1 entries dropped to make room"),
+            ("l1_flushes", stats.flushes, "Times a shard's L1 entries were dropped at once"),
+        ]
+    )
+    yield counter(
+        "l1_invalidations",
         "L1 entries dropped, by source: push (the shard said the key changed), write (through "
         "this sidecar), cooled (no longer hot)",
-        labels=["source"],
+        ["source"],
+        (([source], count) for source, count in list(stats.invalidations.items())),
     )
-    for source, count in list(stats.invalidations.items()):
-        invalidations.add_metric([source], count)
-    yield invalidations
 
 
 def warmup_metrics(app: Sidecar) -> Iterator[Metric]:
@@ -223,24 +228,23 @@ def warmup_metrics(app: Sidecar) -> Iterator[Metric]:
     if section is not None:
         info.add_metric([section.change_id, section.phase, f"{section.shadow_percent:g}"], 1)
     yield info
-    shadowed = CounterMetricFamily(
-        f"{PREFIX}_warmup_shadowed",
+    yield counter(
+        "warmup_shadowed",
         "Shadow work sent to warming owners: read, mirror, invalidate, grace_delete",
-        labels=["kind"],
+        ["kind"],
+        (([kind], count) for kind, count in list(warm.shadowed.items())),
     )
-    for kind, count in list(warm.shadowed.items()):
-        shadowed.add_metric([kind], count)
-    yield shadowed
-    reads = CounterMetricFamily(
-        f"{PREFIX}_warmup_reads",
+    yield counter(
+        "warmup_reads",
         "Shadowed reads of moved keys that the active owner hit, by whether the warming owner "
         "hit too",
-        labels=["shard", "result"],
+        ["shard", "result"],
+        (
+            ([shard, result], count)
+            for result, table in (("hit", warm.hits), ("miss", warm.misses))
+            for shard, count in list(table.items())
+        ),
     )
-    for result, table in (("hit", warm.hits), ("miss", warm.misses)):
-        for shard, count in list(table.items()):
-            reads.add_metric([shard, result], count)
-    yield reads
     ratio = GaugeMetricFamily(
         f"{PREFIX}_warmup_hit_ratio", "The warming owners' hit ratio on moved keys, so far"
     )
@@ -248,22 +252,23 @@ def warmup_metrics(app: Sidecar) -> Iterator[Metric]:
     if measured is not None:
         ratio.add_metric([], measured)
     yield ratio
-    fallback = CounterMetricFamily(
-        f"{PREFIX}_warmup_fallback",
+    yield counter(
+        "warmup_fallback",
         "Grace-phase reads that missed on the new owner and went to the previous one",
-        labels=["result"],
+        ["result"],
+        [(["hit"], warm.fallback_hits), (["miss"], warm.fallback_misses)],
     )
-    fallback.add_metric(["hit"], warm.fallback_hits)
-    fallback.add_metric(["miss"], warm.fallback_misses)
-    yield fallback
-    for name, value, text in (
-        ("copies", warm.copies, "Values copied to a warming owner after its miss"),
-        ("fills", warm.fills, "Values filled into a new owner after a fallback hit"),
-        ("dropped", warm.dropped, "Shadow work not sent: the warming connection was full or down"),
-    ):
-        counter = CounterMetricFamily(f"{PREFIX}_warmup_{name}", text)
-        counter.add_metric([], value)
-        yield counter
+    yield from plain_counters(
+        [
+            ("warmup_copies", warm.copies, "Values copied to a warming owner after its miss"),
+            ("warmup_fills", warm.fills, "Values filled into a new owner after a fallback hit"),
+            (
+                "warmup_dropped",
+                warm.dropped,
+                "Shadow work not sent: the warming connection was full or down",
+            ),
+        ]
+    )
 
 
 def build_registry(app: Sidecar) -> CollectorRegistry:

@@ -16,7 +16,7 @@ import logging
 import signal
 from pathlib import Path
 
-from cachefleet.config import SidecarConfig
+from cachefleet.config import SidecarConfig, read_secret, split_address
 from cachefleet.sidecar.admin import AdminServer
 from cachefleet.sidecar.flusher import Flusher
 from cachefleet.sidecar.grace import GraceRoute
@@ -36,17 +36,6 @@ log = logging.getLogger("cachefleet.sidecar")
 
 HOUSEKEEPING_SECONDS = 0.1
 DRAIN_SECONDS = 10.0
-
-
-def split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def read_secret(path: str | None) -> str | None:
-    if path is None:
-        return None
-    return Path(path).read_text().rstrip("\r\n")
 
 
 class Sidecar:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from cachefleet.sidecar.resp import quote_args
+
 KeysOf = Callable[[Sequence[bytes]], list[bytes] | None]
 
 
@@ -76,8 +78,41 @@ class CommandSpec:
         return self.access != Access.READ and self.kind not in (Kind.LOCAL, Kind.REFUSED)
 
     def arity_ok(self, argc: int) -> bool:
+        """The argument count Redis accepts (and, for key-value pairs, whole pairs)."""
         arity = self.arity
-        return argc == arity if arity > 0 else argc >= -arity
+        if not (argc == arity if arity > 0 else argc >= -arity):
+            return False
+        return self.step != 2 or argc % 2 == 1
+
+
+# The errors both routers (the sidecar and the smart client) answer with, worded once.
+
+
+def unknown_command_error(args: Sequence[bytes]) -> str:
+    name = args[0][:128].decode("utf-8", "replace")
+    return f"ERR unknown command '{name}', with args beginning with: " + quote_args(args[1:])
+
+
+def refused_error(spec: CommandSpec) -> str:
+    return f"ERR {spec.name.upper()} is not supported by cachefleet: {spec.reason}"
+
+
+def wrong_arity_error(spec: CommandSpec) -> str:
+    return f"ERR wrong number of arguments for '{spec.name}' command"
+
+
+def keyless_error(spec: CommandSpec, router: str) -> str:
+    return (
+        f"ERR {spec.name.upper()} is not supported by cachefleet without keys: "
+        f"the {router} routes by key"
+    )
+
+
+def across_shards_error(spec: CommandSpec) -> str:
+    return (
+        f"ERR {spec.name.upper()} is not supported by cachefleet across shards: its keys "
+        "live on different shards (put them under one hash tag, like {user1}a and {user1}b)"
+    )
 
 
 # Read-only commands. Everything else that names keys writes; the two lists below say how.

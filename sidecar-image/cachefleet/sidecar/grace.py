@@ -17,18 +17,16 @@ from __future__ import annotations
 import time
 
 from cachefleet.sidecar import resp
-from cachefleet.sidecar.commands import Access, Kind
+from cachefleet.sidecar.commands import Access
 from cachefleet.sidecar.pool import ShardPool
-from cachefleet.sidecar.route_table import Outgoing, ShardRoute
+from cachefleet.sidecar.route_table import ROUTE_CLASSES, Outgoing, RouteClass, ShardRoute
 from cachefleet.sidecar.shadow import send_fill
 from cachefleet.sidecar.slots import PartSlot, Slot
 from cachefleet.sidecar.warmup import (
     Discard,
     WarmupRouting,
-    connection,
+    clear_on_other_owner,
     is_null,
-    is_up,
-    remember_lost,
     tombstone_request,
     usable,
 )
@@ -48,23 +46,24 @@ class GraceRoute:
     def send(self, request: Outgoing) -> None:
         spec = request.spec
         if spec.access == Access.READ:
-            if spec.name == "get" and spec.kind == Kind.SINGLE:
+            if ROUTE_CLASSES[spec] == RouteClass.VALUE_READ:
                 GraceRead(self, request).start()
             else:
                 self.active.send(request)
             return
-        stats = self.warmup.stats
-        active = connection(self.active.pool, request.protocol, request.client_id)
+        active = self.active.pool.connection(request.protocol, request.client_id)
         for key in request.keys:
             active.send(tombstone_request(key), PartSlot(self.discard))
         self.active.send(request)
-        previous = connection(self.previous, request.protocol, request.client_id)
-        stats.count("grace_delete")
-        if not self.warmup.healthy(self.previous.name) or not is_up(previous):
-            remember_lost(stats, self.previous.name, request.keys)
-            return
-        lost = Discard(stats, self.previous.name, request.keys)
-        previous.send(resp.encode_request([b"DEL", *request.keys]), PartSlot(lost))
+        previous = self.previous.connection(request.protocol, request.client_id)
+        self.warmup.stats.count("grace_delete")
+        clear_on_other_owner(
+            self.warmup,
+            self.previous,
+            previous,
+            request.keys,
+            resp.encode_request([b"DEL", *request.keys]),
+        )
 
 
 class GraceRead:
@@ -83,14 +82,15 @@ class GraceRead:
 
     def start(self) -> None:
         request = self.request
-        active = connection(self.route.active.pool, request.protocol, request.client_id)
-        active.send(request.raw, PartSlot(self, 0))
+        active = self.route.active.pool
+        active.count(request.spec)
+        active.connection(request.protocol, request.client_id).send(request.raw, PartSlot(self, 0))
 
     def part_done(self, slot: Slot, reply: bytes) -> None:
         route, request = self.route, self.request
         stats = route.warmup.stats
         if slot.index == 0:  # the new owner's answer
-            previous = connection(route.previous, request.protocol, request.client_id)
+            previous = route.previous.connection(request.protocol, request.client_id)
             if not is_null(reply) or not route.warmup.healthy(route.previous.name):
                 request.slot.fill(reply)
                 return

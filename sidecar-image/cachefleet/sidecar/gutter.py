@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from cachefleet.ring.hashing import key_hash
 from cachefleet.sidecar import resp
 from cachefleet.sidecar.commands import Access
-from cachefleet.sidecar.pool import CLOSED, DOWN, ShardPool
+from cachefleet.sidecar.pool import ShardPool
 from cachefleet.sidecar.route_table import Outgoing, Route
 from cachefleet.sidecar.slots import PartSlot, Slot
 
@@ -58,22 +58,20 @@ SEQUENCE_KEY = f"{JOURNAL_PREFIX}:seq"
 INDEX_KEY = f"{JOURNAL_PREFIX}:journaled"
 
 
-def journal_request(shard: str, keys: Sequence[bytes]) -> bytes:
-    return resp.encode_request(
-        [
-            b"EVAL",
-            JOURNAL_SCRIPT,
-            b"4",
-            journal_key(shard).encode(),
-            SEQUENCE_KEY.encode(),
-            INDEX_KEY.encode(),
-            overflow_key(shard).encode(),
-            shard.encode(),
-            str(JOURNAL_MAX_ENTRIES).encode(),
-            str(JOURNAL_RETENTION_SECONDS).encode(),
-            *keys,
-        ]
-    )
+def journal_command(shard: str) -> list[bytes]:
+    """The command that journals writes to ``shard``'s keys, without the keys (appended)."""
+    return [
+        b"EVAL",
+        JOURNAL_SCRIPT,
+        b"4",
+        journal_key(shard).encode(),
+        SEQUENCE_KEY.encode(),
+        INDEX_KEY.encode(),
+        overflow_key(shard).encode(),
+        shard.encode(),
+        str(JOURNAL_MAX_ENTRIES).encode(),
+        str(JOURNAL_RETENTION_SECONDS).encode(),
+    ]
 
 
 def cap_ttl_request(key: bytes, ttl_seconds: int) -> bytes:
@@ -85,28 +83,20 @@ def member_index(key: bytes, members: int) -> int:
     return key_hash(key) % members
 
 
-class JournalLost:
-    """Takes the replies to the journal and TTL commands; a failed journal entry is remembered
-    so the shard is flushed on re-admission rather than trusted."""
-
-    __slots__ = ("lost",)
-
-    def __init__(self) -> None:
-        self.lost: set[str] = set()
-
-
 class _SideReply:
-    """The reply to a command the gutter route adds (journal, TTL): not the client's."""
+    """The reply to a command the gutter route adds (journal, TTL): not the client's. A journal
+    entry that was not written (an error, or the journal overflowed) puts the shard in
+    ``unjournaled``, so it is flushed on re-admission rather than trusted."""
 
-    __slots__ = ("journal", "shard")
+    __slots__ = ("shard", "unjournaled")
 
-    def __init__(self, shard: str, journal: JournalLost | None) -> None:
+    def __init__(self, shard: str, unjournaled: set[str] | None) -> None:
         self.shard = shard
-        self.journal = journal
+        self.unjournaled = unjournaled
 
     def part_done(self, slot: Slot, reply: bytes) -> None:
-        if self.journal is not None and (resp.is_error(reply) or reply != b":1\r\n"):
-            self.journal.lost.add(self.shard)
+        if self.unjournaled is not None and reply != b":1\r\n":
+            self.unjournaled.add(self.shard)
 
 
 class GutterMemberRoute:
@@ -121,7 +111,7 @@ class GutterMemberRoute:
         down_why: str,
         member: ShardPool,
         ttl: int,
-        journal: JournalLost,
+        unjournaled: set[str],
         count: Callable[[str], None],
     ) -> None:
         self.name = "gutter"
@@ -129,16 +119,15 @@ class GutterMemberRoute:
         self.down_why = down_why
         self.member = member
         self.ttl = ttl
-        self.journal = journal
+        self.journal = journal_command(shard)
         self.count = count
-        self.journal_reply = _SideReply(shard, journal)
+        self.journal_reply = _SideReply(shard, unjournaled)
         self.ttl_reply = _SideReply(shard, None)
 
     def send(self, request: Outgoing) -> None:
         member = self.member
-        conns = member.conns[request.protocol]
-        conn = conns[request.client_id % len(conns)]
-        if conn.state in (DOWN, CLOSED):
+        conn = member.connection(request.protocol, request.client_id)
+        if not conn.up:
             self.count("gutter_unavailable")
             request.slot.fill(
                 resp.error(
@@ -149,13 +138,12 @@ class GutterMemberRoute:
             return
         self.count("gutter")
         spec = request.spec
-        counts = member.python_requests
-        counts[spec] = counts.get(spec, 0) + 1
+        member.count(spec)
         if not spec.writes:
             conn.send(request.raw, request.slot)
             return
         # Journal first: when the write is acknowledged, its journal entry exists.
-        conn.send(journal_request(self.shard, request.keys), PartSlot(self.journal_reply))
+        conn.send(resp.encode_request([*self.journal, *request.keys]), PartSlot(self.journal_reply))
         conn.send(request.raw, request.slot)
         if spec.access != Access.DELETE:
             for key in request.keys:
@@ -173,11 +161,13 @@ class GutterRoute:
         down_why: str,
         members: Sequence[ShardPool],
         ttl: int,
-        journal: JournalLost,
+        unjournaled: set[str],
         count: Callable[[str], None],
     ) -> None:
         self.name = "gutter"
-        self.members = [GutterMemberRoute(shard, down_why, m, ttl, journal, count) for m in members]
+        self.members = [
+            GutterMemberRoute(shard, down_why, m, ttl, unjournaled, count) for m in members
+        ]
 
     def for_key(self, key: bytes) -> Route:
         members = self.members

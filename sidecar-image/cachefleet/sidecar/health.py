@@ -31,7 +31,7 @@ import math
 import random
 import statistics
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -281,11 +281,12 @@ class HealthPolicy:
     ) -> Transition | None:
         """Eject ``shard`` within the cap, or extend its ejection when it is out already."""
         if shard.state not in OUT_OF_RING:
-            if len(self.out_of_ring()) >= self.max_ejected:
+            out = len(self.out_of_ring())
+            if out >= self.max_ejected:
                 shard.failures = 0
                 why = (
-                    f"{reason} (not ejected: {len(self.out_of_ring())} of {len(self.shards)} "
-                    f"shards are out already, the cap is {self.config.max_ejection_percent}%)"
+                    f"{reason} (not ejected: {out} of {len(self.shards)} shards are out "
+                    f"already, the cap is {self.config.max_ejection_percent}%)"
                 )
                 if shard.state == State.FAILING:
                     shard.reason = why
@@ -293,7 +294,6 @@ class HealthPolicy:
                 return self._set(shard, State.FAILING, why, now)
             if now - shard.healthy_since >= MAX_EJECTION_SECONDS:
                 shard.streak = 0
-        if shard.state not in OUT_OF_RING:
             shard.out_since = now
         shard.streak += 1
         shard.ejections += 1
@@ -313,6 +313,3 @@ class HealthPolicy:
 
     def _add_samples(self, shard: ShardHealth, counts: list[int], now: float) -> None:
         shard.samples.append((now, counts))
-
-    def snapshot(self) -> Mapping[str, ShardHealth]:
-        return self.shards

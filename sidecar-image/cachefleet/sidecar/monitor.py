@@ -24,7 +24,7 @@ from cachefleet.config.keys import HEARTBEAT_KEY as SIDECARS_HASH
 from cachefleet.config.keys import warmup_stats_key
 from cachefleet.sidecar.commands import Access, keys_of, lookup
 from cachefleet.sidecar.control import ControlConnection, ControlError
-from cachefleet.sidecar.gutter import GutterRoute, JournalLost
+from cachefleet.sidecar.gutter import GutterRoute
 from cachefleet.sidecar.health import Cause, HealthPolicy, State, Transition
 from cachefleet.sidecar.pool import ShardPool
 from cachefleet.sidecar.recovery import CleanupError, GutterMember, HoldRoute, JournalCleaner
@@ -51,7 +51,8 @@ class HealthMonitor:
         self.controls: dict[str, ControlConnection] = {}
         self.gutter: list[GutterMember] = []
         self.cleaner = JournalCleaner([], 1.0, self._now)
-        self.journal = JournalLost()
+        # Shards whose gutter journal missed a write: flushed, not cleaned, on re-admission.
+        self.unjournaled: set[str] = set()
         self.holds: dict[str, HoldRoute] = {}
         self.probing: set[str] = set()
         self.ejected_at: dict[str, float] = {}  # wall clock, for /shards
@@ -116,9 +117,12 @@ class HealthMonitor:
             if shard.state == State.EJECTED:
                 diverted[owner] = (Reason.GUTTER, self._gutter_route(pool.name, shard.reason))
             elif shard.state == State.RECOVERING:
+                # Held from the table that first sees it recovering: its keys must not reach
+                # it before the clean-up has run.
                 hold = self.holds.get(pool.name)
-                if hold is not None:
-                    diverted[owner] = (Reason.HOLD, hold)
+                if hold is None:
+                    hold = self.holds[pool.name] = HoldRoute(pool.name, self.app.stats.route)
+                diverted[owner] = (Reason.HOLD, hold)
         return diverted
 
     def _gutter_route(self, name: str, reason: str) -> OwnerRoute:
@@ -135,7 +139,7 @@ class HealthMonitor:
             f"ejected: {reason}",
             [m.pool for m in self.gutter],
             app.config.gutter.ttl_seconds,
-            self.journal,
+            self.unjournaled,
             app.stats.route,
         )
 
@@ -248,9 +252,9 @@ class HealthMonitor:
             self.probing.discard(name)
 
     async def _readmit(self, name: str) -> None:
-        hold = HoldRoute(name, self.app.stats.route)
-        self.holds[name] = hold
-        self.app.rebuild_routes()
+        # The table built when it turned RECOVERING holds its requests (a shard no table
+        # routes to has none yet: nothing to hold).
+        hold = self.holds.setdefault(name, HoldRoute(name, self.app.stats.route))
         control = self.controls.get(name)
         try:
             if control is None:
@@ -262,7 +266,7 @@ class HealthMonitor:
                     self.cleaner.readmit(
                         name,
                         control,
-                        lost=name in self.journal.lost,
+                        lost=name in self.unjournaled,
                         out_since=shard.out_since,
                         unsynced=unsynced,
                     ),
@@ -276,7 +280,7 @@ class HealthMonitor:
             self._apply(self.policy.recovery_failed(name, str(error) or "timed out", self._now()))
             hold.release(self.app.routes)
             return
-        self.journal.lost.discard(name)
+        self.unjournaled.discard(name)
         pool = self.app.pools.get(name)
         if pool is not None:
             for conn in pool.connections():

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 from cachefleet.sidecar import resp
+from cachefleet.sidecar.commands import CommandSpec
 from cachefleet.sidecar.flusher import Flusher
 from cachefleet.sidecar.resp import Bytes, split_replies, split_requests
 from cachefleet.sidecar.slots import PartSlot, Slot
@@ -114,6 +115,11 @@ class BackendConnection(asyncio.Protocol):
         self._down_error = b""
 
     # -- sending ---------------------------------------------------------------------------
+
+    @property
+    def up(self) -> bool:
+        """Connected or connecting: a request sent now is not answered "unavailable" at once."""
+        return self.state not in (DOWN, CLOSED)
 
     def send(self, raw: Bytes, slot: Slot) -> None:
         state = self.state
@@ -382,6 +388,16 @@ class ShardPool:
 
     def connections(self) -> list[BackendConnection]:
         return [c for conns in self.conns.values() for c in conns]
+
+    def connection(self, protocol: int, client_id: int) -> BackendConnection:
+        """The client's connection: the same one for all its requests, so they keep their order."""
+        conns = self.conns[protocol]
+        return conns[client_id % len(conns)]
+
+    def count(self, spec: CommandSpec) -> None:
+        """A request sent by a Python path (the C loop counts its own in ``c_requests``)."""
+        counts = self.python_requests
+        counts[spec] = counts.get(spec, 0) + 1
 
     def open_connections(self, protocol: int) -> int:
         return sum(1 for c in self.conns[protocol] if c.state == READY)

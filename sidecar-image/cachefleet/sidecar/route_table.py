@@ -142,10 +142,8 @@ class ShardRoute:
 
     def send(self, request: Outgoing) -> None:
         pool = self.pool
-        counts = pool.python_requests
-        counts[request.spec] = counts.get(request.spec, 0) + 1
-        conns = pool.conns[request.protocol]
-        conns[request.client_id % len(conns)].send(request.raw, request.slot)
+        pool.count(request.spec)
+        pool.connection(request.protocol, request.client_id).send(request.raw, request.slot)
 
 
 class ErrorRoute:

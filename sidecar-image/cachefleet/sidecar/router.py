@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cachefleet.sidecar import resp
-from cachefleet.sidecar.commands import CommandSpec, Split
+from cachefleet.sidecar.commands import CommandSpec, Split, across_shards_error
 from cachefleet.sidecar.resp import Bytes
 from cachefleet.sidecar.route_table import Outgoing, Route, RouteTable
 from cachefleet.sidecar.slots import PartSlot, ReplySink, Slot
@@ -113,10 +113,7 @@ def send_same_shard(
     owners = {lookup(key) for key in keys}
     slot = Slot(client)
     if len(owners) != 1:
-        slot.reply = resp.error(
-            f"ERR {spec.name.upper()} is not supported by cachefleet across shards: its keys "
-            "live on different shards (put them under one hash tag, like {user1}a and {user1}b)"
-        )
+        slot.reply = resp.error(across_shards_error(spec))
         return slot
     # The first key decides where the whole command goes, so keys that live together on a
     # shard stay together on the gutter while it is ejected.

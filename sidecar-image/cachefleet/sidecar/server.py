@@ -21,7 +21,16 @@ from typing import TYPE_CHECKING, cast
 import hiredis
 
 from cachefleet.sidecar import handshake, resp
-from cachefleet.sidecar.commands import COMMANDS, CommandSpec, Kind, lookup
+from cachefleet.sidecar.commands import (
+    COMMANDS,
+    CommandSpec,
+    Kind,
+    keyless_error,
+    lookup,
+    refused_error,
+    unknown_command_error,
+    wrong_arity_error,
+)
 from cachefleet.sidecar.pool import READY, BackendConnection
 from cachefleet.sidecar.resp import Bytes, ProtocolError, request_end
 from cachefleet.sidecar.route_table import FAST_COMMANDS, Outgoing, RouteTable, whole_key_hash
@@ -345,13 +354,7 @@ class ClientConnection(asyncio.Protocol):
             spec = lookup(args[0])
         if spec is None:
             app.stats.error("unknown_command")
-            name = args[0][:128].decode("utf-8", "replace")
-            self.reply(
-                resp.error(
-                    f"ERR unknown command '{name}', with args beginning with: "
-                    + resp.quote_args(args[1:])
-                )
-            )
+            self.reply(resp.error(unknown_command_error(args)))
             return
         if not self.authed and spec.name not in ("auth", "hello", "quit", "reset"):
             app.stats.error("noauth")
@@ -359,13 +362,11 @@ class ClientConnection(asyncio.Protocol):
             return
         if spec.kind == Kind.REFUSED:
             app.stats.error("refused")
-            self.reply(
-                resp.error(f"ERR {spec.name.upper()} is not supported by cachefleet: {spec.reason}")
-            )
+            self.reply(resp.error(refused_error(spec)))
             return
-        if not spec.arity_ok(len(args)) or (spec.step == 2 and len(args) % 2 == 0):
+        if not spec.arity_ok(len(args)):
             app.stats.error("wrong_arity")
-            self.reply(resp.error(f"ERR wrong number of arguments for '{spec.name}' command"))
+            self.reply(resp.error(wrong_arity_error(spec)))
             return
         kind = spec.kind
         table = app.routes
@@ -396,12 +397,7 @@ class ClientConnection(asyncio.Protocol):
                 tracker.observe(key, whole_key_hash(key))
         if not keys:
             app.stats.error("unroutable")
-            self.reply(
-                resp.error(
-                    f"ERR {spec.name.upper()} is not supported by cachefleet without keys: "
-                    "the sidecar routes by key"
-                )
-            )
+            self.reply(resp.error(keyless_error(spec, "sidecar")))
             return
         self.queue(send_same_shard(table, spec, keys, raw, self, self.protocol, self.id))
 

@@ -24,19 +24,17 @@ import time
 from cachefleet.sidecar import resp
 from cachefleet.sidecar.commands import Access, Kind
 from cachefleet.sidecar.pool import ShardPool
-from cachefleet.sidecar.route_table import Outgoing, ShardRoute
+from cachefleet.sidecar.route_table import ROUTE_CLASSES, Outgoing, RouteClass, ShardRoute
 from cachefleet.sidecar.slots import PartSlot, Slot
 from cachefleet.sidecar.warmup import (
     COPY_DEADLINE_SECONDS,
     Discard,
     WarmupRouting,
-    connection,
+    clear_on_other_owner,
     fill_request,
     in_shadow,
     invalidate_request,
     is_null,
-    is_up,
-    remember_lost,
     usable,
 )
 
@@ -70,18 +68,15 @@ class ShadowRoute:
         spec = request.spec
         stats = self.warmup.stats
         if spec.access == Access.READ:
-            key = request.keys[0]
-            if (
-                spec.name == "get"
-                and spec.kind == Kind.SINGLE
-                and in_shadow(key, self.warmup.basis_points)
+            if ROUTE_CLASSES[spec] == RouteClass.VALUE_READ and in_shadow(
+                request.keys[0], self.warmup.basis_points
             ):
                 ShadowRead(self, request).start()
             else:
                 self.active.send(request)
             return
         self.active.send(request)
-        warming = connection(self.warming, request.protocol, request.client_id)
+        warming = self.warming.connection(request.protocol, request.client_id)
         healthy = self.warmup.healthy(self.warming.name)
         inside = all(in_shadow(k, self.warmup.basis_points) for k in request.keys)
         if inside and healthy and usable(warming) and mirrorable(request):
@@ -89,11 +84,9 @@ class ShadowRoute:
             warming.send(request.raw, PartSlot(self.discard))
             return
         stats.count("invalidate")
-        if not healthy or not is_up(warming):
-            remember_lost(stats, self.warming.name, request.keys)
-            return
-        lost = Discard(stats, self.warming.name, request.keys)
-        warming.send(invalidate_request(request.keys), PartSlot(lost))
+        clear_on_other_owner(
+            self.warmup, self.warming, warming, request.keys, invalidate_request(request.keys)
+        )
 
 
 class ShadowRead:
@@ -114,9 +107,10 @@ class ShadowRead:
     def start(self) -> None:
         route, request = self.route, self.request
         stats = route.warmup.stats
-        active = connection(route.active.pool, request.protocol, request.client_id)
-        active.send(request.raw, PartSlot(self, 0))
-        warming = connection(route.warming, request.protocol, request.client_id)
+        active = route.active.pool
+        active.count(request.spec)
+        active.connection(request.protocol, request.client_id).send(request.raw, PartSlot(self, 0))
+        warming = route.warming.connection(request.protocol, request.client_id)
         if route.warmup.healthy(route.warming.name) and usable(warming):
             stats.count("read")
             warming.send(request.raw, PartSlot(self, 1))
@@ -143,7 +137,7 @@ class ShadowRead:
         if warming == active:
             return
         request = self.request
-        warming_conn = connection(route.warming, request.protocol, request.client_id)
+        warming_conn = route.warming.connection(request.protocol, request.client_id)
         if not is_null(warming):
             # The warming owner holds another value (a write racing this read, or an old
             # copy): delete it; the next read copies the current one.
@@ -172,7 +166,7 @@ class Copy:
         self.started = time.monotonic()
 
     def start(self) -> None:
-        active = connection(self.route.active.pool, self.protocol, self.client_id)
+        active = self.route.active.pool.connection(self.protocol, self.client_id)
         if not usable(active):
             self.route.warmup.stats.dropped += 1
             return
@@ -219,7 +213,7 @@ def send_fill(
     if ttl is None or ttl == -2:
         return False  # expired meanwhile
     payload = resp.bulk_value(dumped)
-    conn = connection(pool, protocol, client_id)
+    conn = pool.connection(protocol, client_id)
     if payload is None or not warmup.healthy(pool.name) or not usable(conn):
         warmup.stats.dropped += 1
         return False

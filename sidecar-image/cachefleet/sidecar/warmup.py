@@ -24,8 +24,9 @@ import mmh3
 
 from cachefleet.ring.hashing import hash_tag
 from cachefleet.sidecar import resp
-from cachefleet.sidecar.pool import CLOSED, DOWN, BackendConnection, ShardPool
+from cachefleet.sidecar.pool import BackendConnection, ShardPool
 from cachefleet.sidecar.route_table import Mode, Route, RouteClass
+from cachefleet.sidecar.slots import PartSlot
 
 SHADOW_SEED = 0x5BD1E995  # the same in _speedups.c
 BASIS_POINTS = 10_000
@@ -142,19 +143,27 @@ def remember_lost(stats: WarmupStats, shard: str, keys: Sequence[bytes]) -> None
         lost.update(keys)
 
 
-def is_up(conn: BackendConnection) -> bool:
-    return conn.state not in (DOWN, CLOSED)
-
-
 def usable(conn: BackendConnection) -> bool:
     """Whether optional work (a shadow read, a mirror, a copy) may be queued on ``conn``: it is
     up and not backed up, so a slow or dead shard costs the warm-up, never the app."""
-    return is_up(conn) and len(conn.waiters) + len(conn.out) < SHADOW_QUEUE_LIMIT
+    return conn.up and len(conn.waiters) + len(conn.out) < SHADOW_QUEUE_LIMIT
 
 
-def connection(pool: ShardPool, protocol: int, client_id: int) -> BackendConnection:
-    conns = pool.conns[protocol]
-    return conns[client_id % len(conns)]
+def clear_on_other_owner(
+    warmup: WarmupRouting,
+    pool: ShardPool,
+    conn: BackendConnection,
+    keys: Sequence[bytes],
+    request: bytes,
+) -> None:
+    """Send ``request`` (a delete, on the ring the key is not routed by) so ``pool`` keeps no
+    older value of ``keys``; when it cannot be sent, or fails, the keys are remembered and
+    deleted there before the shard serves again."""
+    stats = warmup.stats
+    if not warmup.healthy(pool.name) or not conn.up:
+        remember_lost(stats, pool.name, keys)
+        return
+    conn.send(request, PartSlot(Discard(stats, pool.name, keys)))
 
 
 class WarmupRouting:
