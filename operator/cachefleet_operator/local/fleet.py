@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cachefleet.config import AuthConfig, GutterConfig, ShardEndpoint, SidecarConfig
+from cachefleet.config import ShardEndpoint, SidecarConfig
 from cachefleet.ring import Ring, RingAssignment
 
 from cachefleet_operator.api import SpecError, parse_spec
@@ -319,19 +319,17 @@ class LocalFleet:
             ]
         except KeyError:
             return None
+        # Only the addresses and the password's path change: every other setting stays the
+        # operator's, including any added to the schema later.
         auth = config.auth
         if auth.shard_password_file is not None:
-            auth = AuthConfig(shard_password_file=str(self.password_file))
+            auth = auth.model_copy(update={"shard_password_file": str(self.password_file)})
         return config.model_copy(
             update={
                 "listen": f"127.0.0.1:{self.sidecar_port}",
                 "admin_listen": f"127.0.0.1:{self.admin_port}",
                 "shards": shards,
-                "gutter": GutterConfig(
-                    enabled=config.gutter.enabled,
-                    ttl_seconds=config.gutter.ttl_seconds,
-                    shards=members,
-                ),
+                "gutter": config.gutter.model_copy(update={"shards": members}),
                 "auth": auth,
             }
         )
