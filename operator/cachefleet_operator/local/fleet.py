@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -184,9 +185,13 @@ class LocalFleet:
         return plan
 
     def run(
-        self, until: Callable[[], bool], timeout: float, tick: Callable[[], None] | None = None
+        self,
+        until: Callable[[], bool],
+        timeout: float = math.inf,
+        tick: Callable[[], None] | None = None,
     ) -> None:
-        """Reconcile as the operator's scheduler would until ``until()`` holds."""
+        """Reconcile as the operator's scheduler would until ``until()`` holds, calling
+        ``tick()`` after each reconcile; with no timeout, until a signal stops it."""
         deadline = time.monotonic() + timeout
         while True:
             plan = self.reconcile()
