@@ -17,6 +17,7 @@ from typing import Any
 
 from cachefleet.cli import UsageError
 
+from cachefleet_operator.leader import ElectionTiming
 from cachefleet_operator.permissions import LEASE_NAME, WEBHOOK_CONFIGURATION, WEBHOOK_SECRET
 
 _IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -83,21 +84,25 @@ def register(subparsers: Any) -> None:
     )
     election.add_argument("--lease-name", default=LEASE_NAME, metavar="NAME")
     election.add_argument(
-        "--lease-seconds", type=float, default=15.0, metavar="S", help="lease duration (15)"
+        "--lease-seconds",
+        type=float,
+        default=ElectionTiming.lease_seconds,
+        metavar="S",
+        help="lease duration (%(default)g)",
     )
     election.add_argument(
         "--renew-deadline",
         type=float,
-        default=10.0,
+        default=ElectionTiming.renew_deadline,
         metavar="S",
-        help="the leader stops acting this long after its last renewal (10)",
+        help="the leader stops acting this long after its last renewal (%(default)g)",
     )
     election.add_argument(
         "--retry-seconds",
         type=float,
-        default=2.0,
+        default=ElectionTiming.retry_seconds,
         metavar="S",
-        help="how often the Lease is renewed or looked at (2)",
+        help="how often the Lease is renewed or looked at (%(default)g)",
     )
     hook = operator.add_argument_group("sidecar-injection webhook")
     hook.add_argument(
@@ -204,7 +209,6 @@ def run_operator(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from cachefleet_operator import handlers, permissions, process
     from cachefleet_operator.kube import Kube
-    from cachefleet_operator.leader import ElectionTiming
 
     namespaces: list[str] = [] if args.all_namespaces else args.namespace
     if not args.all_namespaces and not namespaces:
