@@ -174,10 +174,7 @@ def _default_namespace(kubeconfig: str | None) -> str:
     try:
         _, context = config.list_kube_config_contexts(config_file=kubeconfig)
     except (config.ConfigException, OSError):
-        if os.path.exists(_IN_CLUSTER_NAMESPACE):
-            with open(_IN_CLUSTER_NAMESPACE) as handle:
-                return handle.read().strip()
-        return "default"
+        return _own_namespace() or "default"
     namespace: str = context.get("context", {}).get("namespace") or "default"
     return namespace
 
@@ -218,7 +215,9 @@ def run_operator(args: argparse.Namespace) -> int:
         raise UsageError("; ".join(timing.problems()))
     if not 0 <= args.webhook_port <= 65_535:
         raise UsageError("--webhook-port must be 0..65535")
-    own = args.operator_namespace or _operator_namespace(namespaces)
+    own = (
+        args.operator_namespace or _own_namespace() or (namespaces[0] if namespaces else "default")
+    )
     identity = args.identity or os.environ.get("POD_NAME") or _random_identity()
     hosts = list(args.webhook_host)
     if args.webhook_service:
@@ -276,13 +275,15 @@ def run_operator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _operator_namespace(watched: list[str]) -> str:
+def _own_namespace() -> str | None:
+    """The namespace this process runs in: $POD_NAMESPACE (the chart sets it), else its
+    service account's; None outside a pod."""
     if os.environ.get("POD_NAMESPACE"):
         return os.environ["POD_NAMESPACE"]
     if os.path.exists(_IN_CLUSTER_NAMESPACE):
         with open(_IN_CLUSTER_NAMESPACE) as handle:
             return handle.read().strip()
-    return watched[0] if watched else "default"
+    return None
 
 
 def _random_identity() -> str:
