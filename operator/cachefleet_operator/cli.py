@@ -17,6 +17,7 @@ from typing import Any
 
 from cachefleet.cli import UsageError
 
+from cachefleet_operator.leader import ElectionTiming
 from cachefleet_operator.permissions import LEASE_NAME, WEBHOOK_CONFIGURATION, WEBHOOK_SECRET
 
 _IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -83,21 +84,25 @@ def register(subparsers: Any) -> None:
     )
     election.add_argument("--lease-name", default=LEASE_NAME, metavar="NAME")
     election.add_argument(
-        "--lease-seconds", type=float, default=15.0, metavar="S", help="lease duration (15)"
+        "--lease-seconds",
+        type=float,
+        default=ElectionTiming.lease_seconds,
+        metavar="S",
+        help="lease duration (%(default)g)",
     )
     election.add_argument(
         "--renew-deadline",
         type=float,
-        default=10.0,
+        default=ElectionTiming.renew_deadline,
         metavar="S",
-        help="the leader stops acting this long after its last renewal (10)",
+        help="the leader stops acting this long after its last renewal (%(default)g)",
     )
     election.add_argument(
         "--retry-seconds",
         type=float,
-        default=2.0,
+        default=ElectionTiming.retry_seconds,
         metavar="S",
-        help="how often the Lease is renewed or looked at (2)",
+        help="how often the Lease is renewed or looked at (%(default)g)",
     )
     hook = operator.add_argument_group("sidecar-injection webhook")
     hook.add_argument(
@@ -169,10 +174,7 @@ def _default_namespace(kubeconfig: str | None) -> str:
     try:
         _, context = config.list_kube_config_contexts(config_file=kubeconfig)
     except (config.ConfigException, OSError):
-        if os.path.exists(_IN_CLUSTER_NAMESPACE):
-            with open(_IN_CLUSTER_NAMESPACE) as handle:
-                return handle.read().strip()
-        return "default"
+        return _own_namespace() or "default"
     namespace: str = context.get("context", {}).get("namespace") or "default"
     return namespace
 
@@ -204,7 +206,6 @@ def run_operator(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from cachefleet_operator import handlers, permissions, process
     from cachefleet_operator.kube import Kube
-    from cachefleet_operator.leader import ElectionTiming
 
     namespaces: list[str] = [] if args.all_namespaces else args.namespace
     if not args.all_namespaces and not namespaces:
@@ -214,7 +215,9 @@ def run_operator(args: argparse.Namespace) -> int:
         raise UsageError("; ".join(timing.problems()))
     if not 0 <= args.webhook_port <= 65_535:
         raise UsageError("--webhook-port must be 0..65535")
-    own = args.operator_namespace or _operator_namespace(namespaces)
+    own = (
+        args.operator_namespace or _own_namespace() or (namespaces[0] if namespaces else "default")
+    )
     identity = args.identity or os.environ.get("POD_NAME") or _random_identity()
     hosts = list(args.webhook_host)
     if args.webhook_service:
@@ -272,13 +275,15 @@ def run_operator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _operator_namespace(watched: list[str]) -> str:
+def _own_namespace() -> str | None:
+    """The namespace this process runs in: $POD_NAMESPACE (the chart sets it), else its
+    service account's; None outside a pod."""
     if os.environ.get("POD_NAMESPACE"):
         return os.environ["POD_NAMESPACE"]
     if os.path.exists(_IN_CLUSTER_NAMESPACE):
         with open(_IN_CLUSTER_NAMESPACE) as handle:
             return handle.read().strip()
-    return watched[0] if watched else "default"
+    return None
 
 
 def _random_identity() -> str:

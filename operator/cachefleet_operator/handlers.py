@@ -17,7 +17,6 @@ import base64
 import contextlib
 import copy
 import logging
-import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -30,25 +29,15 @@ import kopf
 
 from cachefleet_operator import naming
 from cachefleet_operator.children.context import PASSWORD_KEY
+from cachefleet_operator.children.secret import new_password
 from cachefleet_operator.kube import GROUP, PLURAL, VERSION, Kube, KubeError
-from cachefleet_operator.plan import (
-    EventSpec,
-    Observed,
-    ReconcilePlan,
-    SidecarReports,
-    WarmupObservation,
-)
+from cachefleet_operator.plan import EventSpec, Observed, ReconcilePlan
 from cachefleet_operator.reconcile import reconcile
-from cachefleet_operator.warmup_signal import (
-    WarmupSignal,
-    WarmupSignalError,
-    warmup_target,
-)
+from cachefleet_operator.warmup_signal import WarmupSignal, observe_signal, warmup_target
 
 logger = logging.getLogger("cachefleet.operator")
 
 FAILED_REASON = "ReconcileFailed"
-_PASSWORD_BYTES = 24
 
 
 @dataclass(frozen=True)
@@ -91,27 +80,6 @@ def _password(
         key = PASSWORD_KEY
     encoded = ((secret or {}).get("data") or {}).get(key)
     return base64.b64decode(encoded).decode() if encoded else None
-
-
-def _observe_warmup(
-    runtime: OperatorRuntime,
-    kube: Kube,
-    cluster: dict[str, Any],
-    children: dict[tuple[str, str], Any],
-    now: datetime,
-) -> tuple[WarmupObservation | None, SidecarReports | None]:
-    target = warmup_target(cluster, _password(kube, cluster, children))
-    if target is None:
-        return None, None
-    try:
-        if target.addresses:
-            return runtime.signal.observe(target, now), None
-        return None, runtime.signal.sidecars(target, now)
-    except WarmupSignalError as error:
-        # Unreadable signal: the warm-up sees "nothing measured" and falls back to its ramp
-        # timeout, rather than the whole reconcile failing.
-        logger.warning("%s/%s: warm-up signal: %s", target.namespace, target.cluster, error)
-        return None, None
 
 
 def _carry_out(
@@ -190,11 +158,12 @@ def reconcile_once(runtime: OperatorRuntime, namespace: str, name: str) -> Recon
     try:
         now = _now()
         children = kube.list_children(namespace, name)
-        warmup, sidecars = _observe_warmup(runtime, kube, cluster, children, now)
+        target = warmup_target(cluster, _password(kube, cluster, children))
+        warmup, sidecars = observe_signal(runtime.signal, target, now)
         observed = Observed(
             now=now,
             children=children,
-            generated_password=secrets.token_urlsafe(_PASSWORD_BYTES),
+            generated_password=new_password(),
             warmup=warmup,
             sidecars=sidecars,
         )

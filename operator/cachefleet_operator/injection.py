@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from cachefleet_operator.api import CacheClusterSpec, SpecError, parse_spec
 from cachefleet_operator.children.context import RenderContext
+from cachefleet_operator.children.resources import container_resources
 from cachefleet_operator.children.security import restricted_container
 from cachefleet_operator.children.sidecar_config import CONFIG_KEY, PASSWORD_FILE
 from cachefleet_operator.labels import CLUSTER, ROLE, Owner
@@ -62,10 +63,6 @@ class SidecarFacts:
     ) -> SidecarFacts:
         context = RenderContext(Owner(name, namespace, ""), spec)
         sidecar = spec.sidecar
-        requests = {**DEFAULT_REQUESTS, **sidecar.resources.requests}
-        resources: dict[str, Any] = {"requests": dict(sorted(requests.items()))}
-        if sidecar.resources.limits:
-            resources["limits"] = dict(sorted(sidecar.resources.limits.items()))
         return cls(
             cluster=name,
             image=sidecar.image,
@@ -73,7 +70,7 @@ class SidecarFacts:
             admin_port=sidecar.admin_port,
             config_map=sidecar_config(name),
             password=context.password_secret(),
-            resources=resources,
+            resources=container_resources(DEFAULT_REQUESTS, sidecar.resources),
             native_sidecars=native_sidecars,
         )
 

@@ -22,6 +22,7 @@ from cachefleet_operator.kube import Kube, KubeError
 from cachefleet_operator.labels import CLUSTER
 from cachefleet_operator.leader import ElectionTiming
 from cachefleet_operator.leadership import Leadership
+from cachefleet_operator.permissions import LEASE_NAME, WEBHOOK_CONFIGURATION, WEBHOOK_SECRET
 from cachefleet_operator.webhook.server import ClusterCache, Webhook
 from cachefleet_operator.webhook.tls import CertSource, TlsKeeper, safely
 
@@ -34,8 +35,8 @@ NATIVE_SIDECARS_SINCE = (1, 29)
 class WebhookOptions:
     port: int = 9443  # 0: no webhook in this process
     hosts: tuple[str, ...] = ()
-    secret: str = "cachefleet-webhook-tls"
-    configuration: str = "cachefleet-sidecar-injector"
+    secret: str = WEBHOOK_SECRET
+    configuration: str = WEBHOOK_CONFIGURATION
     certs: CertSource = "operator"
     # Seconds between looks at the Secret (every replica) and renewals (the leader).
     check_seconds: float = 30.0
@@ -50,7 +51,7 @@ class ProcessOptions:
     namespaces: tuple[str, ...] = ()
     clusterwide: bool = False
     leader_election: bool = True
-    lease_name: str = "cachefleet-operator"
+    lease_name: str = LEASE_NAME
     timing: ElectionTiming = field(default_factory=ElectionTiming)
     webhook: WebhookOptions = field(default_factory=WebhookOptions)
 

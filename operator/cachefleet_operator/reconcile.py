@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cachefleet.config import SidecarConfig, WarmupConfig
+from cachefleet.config import WarmupConfig
 from cachefleet.config.keys import change_id as ring_change_id
 from pydantic import ValidationError
 
@@ -38,7 +38,11 @@ from cachefleet_operator.children.gutter import gutter_children
 from cachefleet_operator.children.redis_config import redis_config_map
 from cachefleet_operator.children.secret import generated_secret
 from cachefleet_operator.children.shard import shard_children
-from cachefleet_operator.children.sidecar_config import CONFIG_KEY, Routing, sidecar_config_map
+from cachefleet_operator.children.sidecar_config import (
+    Routing,
+    sidecar_config_map,
+    sidecar_settings,
+)
 from cachefleet_operator.clock import rfc3339, seconds_since
 from cachefleet_operator.conditions import condition, find
 from cachefleet_operator.labels import Owner
@@ -145,11 +149,12 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
         warm = step.warm_up
 
     routing, shard_set = _routing(ring, warm)
-    config_map = stamped(sidecar_config_map(context, routing))
+    settings = sidecar_settings(context, routing)
+    config_map = stamped(sidecar_config_map(context, settings))
     lagging: list[str] = []
     if warm is not None and warm.phase == "Finalizing":
         live_config = observed.children.get(("ConfigMap", sidecar_config(owner.name)))
-        lagging = _lagging_sidecars(config_map, observed)
+        lagging = _lagging_sidecars(settings.config_version, observed)
         patience = SIDECAR_WAIT_SECONDS - seconds_since(warm.phase_started_at, observed.now)
         if applied_hash(live_config) != applied_hash(config_map) or (lagging and patience > 0):
             # Sidecars may still route to a removed shard until they run the final config;
@@ -397,11 +402,10 @@ def _ready_condition(
     return condition("Ready", False, "ShardsNotReady", message, live.conditions, observed.now)
 
 
-def _lagging_sidecars(config_map: Manifest, observed: Observed) -> list[str]:
-    """Sidecars heard from recently that do not run the config ``config_map`` holds."""
+def _lagging_sidecars(final: str, observed: Observed) -> list[str]:
+    """Sidecars heard from recently that do not run the config version ``final``."""
     if observed.sidecars is None:
         return []
-    final = SidecarConfig.model_validate_json(config_map["data"][CONFIG_KEY]).config_version
     return sorted(s for s, version in observed.sidecars.versions.items() if version != final)
 
 

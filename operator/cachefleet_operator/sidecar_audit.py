@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cachefleet_operator.injection import CONTAINER_NAME
+from cachefleet_operator.injection import requested_cluster
 from cachefleet_operator.labels import CLUSTER, ROLE
 from cachefleet_operator.plan import EventSpec
 
@@ -19,20 +19,13 @@ REASON = "SidecarMissing"
 
 
 def without_sidecar(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Labelled, running-or-starting pods that have no sidecar container."""
-    found = []
-    for pod in pods:
-        meta = pod.get("metadata") or {}
-        if meta.get("deletionTimestamp") or ROLE in (meta.get("labels") or {}):
-            continue
-        spec = pod.get("spec") or {}
-        names = {
-            c.get("name")
-            for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
-        }
-        if CONTAINER_NAME not in names:
-            found.append(pod)
-    return found
+    """Running-or-starting pods the webhook would have given a sidecar and that have none."""
+    return [
+        pod
+        for pod in pods
+        if not (pod.get("metadata") or {}).get("deletionTimestamp")
+        and requested_cluster(pod)[0] == "injected"
+    ]
 
 
 def warning(pod: dict[str, Any]) -> EventSpec:

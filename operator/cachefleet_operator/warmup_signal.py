@@ -18,6 +18,7 @@ through a file. Both sit behind ``WarmupSignal`` and are chosen on the command l
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cachefleet_operator import naming
 from cachefleet_operator.plan import SidecarReports, WarmupObservation
+
+logger = logging.getLogger("cachefleet.operator")
 
 # Sidecars say which config they run every 5 s; one silent for longer than this is not counted.
 SIDECAR_REPORT_MAX_AGE = 30.0
@@ -102,6 +105,25 @@ class WarmupSignal(Protocol):
     def sidecars(self, target: WarmupTarget, now: datetime) -> SidecarReports | None:
         """Which config each sidecar heard from recently runs; None when nobody can tell."""
         ...
+
+
+def observe_signal(
+    signal: WarmupSignal, target: WarmupTarget | None, now: datetime
+) -> tuple[WarmupObservation | None, SidecarReports | None]:
+    """What this turn of the warm-up needs from ``signal``: the warming shards' hit ratio while
+    shadowing, or else the sidecars' reports while finalizing; (None, None) outside those
+    phases (``target`` None) or when the signal cannot be read."""
+    if target is None:
+        return None, None
+    try:
+        if target.addresses:
+            return signal.observe(target, now), None
+        return None, signal.sidecars(target, now)
+    except WarmupSignalError as error:
+        # Unreadable signal: the warm-up sees "nothing measured" and falls back to its ramp
+        # timeout, rather than the whole reconcile failing.
+        logger.warning("%s/%s: warm-up signal: %s", target.namespace, target.cluster, error)
+        return None, None
 
 
 class _Reading(BaseModel):

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+from cachefleet_operator import cli
 
 from tests.e2e.harness import CACHEFLEET, CRD_DIR
 
@@ -48,3 +52,16 @@ def test_operator_refuses_bad_options_with_a_clear_message() -> None:
         assert message in result.stderr, (args, result.stderr)
     both = _cachefleet("operator", "--namespace", "a", "--all-namespaces")
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
+def test_the_operator_lives_in_its_pods_namespace(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    account = tmp_path / "namespace"
+    monkeypatch.setattr(cli, "_IN_CLUSTER_NAMESPACE", str(account))
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    assert cli._own_namespace() is None  # outside a pod: the caller picks
+    account.write_text("cache-ops\n")
+    assert cli._own_namespace() == "cache-ops"
+    monkeypatch.setenv("POD_NAMESPACE", "from-the-chart")
+    assert cli._own_namespace() == "from-the-chart"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from cachefleet_operator.children.context import REDIS_PORT, RenderContext
-from cachefleet_operator.children.security import redis_memory_request, restricted_container
+from cachefleet_operator.children.resources import container_resources, redis_memory_request
+from cachefleet_operator.children.security import restricted_container
 from cachefleet_operator.labels import CLUSTER, ROLE, metadata, selector
 from cachefleet_operator.naming import redis_config
 from cachefleet_operator.plan import Manifest
@@ -182,12 +183,7 @@ def _resources(context: RenderContext, role: str) -> dict[str, Any]:
         "cpu": "100m" if role == "shard" else "50m",
         "memory": redis_memory_request(maxmemory),
     }
-    given = spec.redis.resources if role == "shard" else None
-    requests = {**defaults, **(given.requests if given else {})}
-    result: dict[str, Any] = {"requests": dict(sorted(requests.items()))}
-    if given is not None and given.limits:
-        result["limits"] = dict(sorted(given.limits.items()))
-    return result
+    return container_resources(defaults, spec.redis.resources if role == "shard" else None)
 
 
 def _spread(context: RenderContext, role: str) -> list[dict[str, Any]]:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import secrets
+
 from cachefleet_operator.children.context import PASSWORD_KEY, RenderContext
 from cachefleet_operator.labels import metadata
 from cachefleet_operator.naming import auth_secret
 from cachefleet_operator.plan import Manifest
+
+# Random bytes in a generated password (32 URL-safe characters).
+PASSWORD_BYTES = 24
+
+
+def new_password() -> str:
+    """A fresh password for the generated Secret; used only when that Secret does not exist."""
+    return secrets.token_urlsafe(PASSWORD_BYTES)
 
 
 def generated_secret(context: RenderContext, password: str) -> Manifest | None:

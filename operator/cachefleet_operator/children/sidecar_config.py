@@ -115,8 +115,8 @@ def sidecar_settings(context: RenderContext, routing: Routing) -> SidecarConfig:
     return settings.model_copy(update={"config_version": f"{routing.ring_version}-{digest}"})
 
 
-def sidecar_config_map(context: RenderContext, routing: Routing) -> Manifest:
-    settings = sidecar_settings(context, routing)
+def sidecar_config_map(context: RenderContext, settings: SidecarConfig) -> Manifest:
+    """The ConfigMap holding ``settings`` (from :func:`sidecar_settings`) for the injector."""
     annotations = {SIDECAR_IMAGE_ANNOTATION: context.spec.sidecar.image}
     secret = context.password_secret()
     if secret is not None:

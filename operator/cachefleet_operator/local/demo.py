@@ -30,7 +30,7 @@ from typing import Any, TextIO
 import redis
 
 from cachefleet_operator.local.fleet import LocalFleet
-from cachefleet_operator.local.processes import free_port
+from cachefleet_operator.local.processes import answers_ping, free_port
 from cachefleet_operator.local.traffic import CELEBRITY, Traffic
 from cachefleet_operator.local.up import Stop, stop_on_signals
 
@@ -329,15 +329,7 @@ def run_demo(directory: Path | None, quick: bool, out: TextIO = sys.stdout) -> i
 def answers(fleet: LocalFleet, member: str) -> bool:
     """Whether the member's redis-server is up (after a restart) and answers PING."""
     process = fleet.redis.get(member)
-    if process is None or not process.alive():
-        return False
-    client = redis.Redis(port=process.port, password=fleet.password, socket_timeout=1)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
+    return process is not None and process.alive() and answers_ping(process.port, fleet.password)
 
 
 def shard_state(fleet: LocalFleet, member: str) -> str:

@@ -18,8 +18,7 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
-import json
-import secrets
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -27,12 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cachefleet.config import AuthConfig, GutterConfig, ShardEndpoint, SidecarConfig
+from cachefleet.config import ShardEndpoint, SidecarConfig
 from cachefleet.ring import Ring, RingAssignment
 
 from cachefleet_operator.api import SpecError, parse_spec
 from cachefleet_operator.api.base import API_VERSION, KIND
 from cachefleet_operator.children.context import PASSWORD_KEY
+from cachefleet_operator.children.secret import new_password
 from cachefleet_operator.children.sidecar_config import CONFIG_KEY
 from cachefleet_operator.labels import ROLE, SHARD
 from cachefleet_operator.local.processes import (
@@ -55,7 +55,7 @@ from cachefleet_operator.naming import (
 )
 from cachefleet_operator.plan import EventSpec, Manifest, Observed, ReconcilePlan
 from cachefleet_operator.reconcile import reconcile
-from cachefleet_operator.warmup_signal import RedisWarmupSignal, warmup_target
+from cachefleet_operator.warmup_signal import RedisWarmupSignal, observe_signal, warmup_target
 
 NAMESPACE = "default"
 LOOP_SECONDS = 1.0  # the longest the loop waits between reconciles
@@ -124,7 +124,6 @@ class LocalFleet:
         self.password_file = self.directory / "password"
         self.password: str | None = None
         self.signal = RedisWarmupSignal()
-        self.plans: list[ReconcilePlan] = []
         self.events: list[EventSpec] = []
 
     # -- the CacheCluster ----------------------------------------------------------------------
@@ -166,7 +165,6 @@ class LocalFleet:
         """Observe, reconcile, carry out: one turn of the operator."""
         now = datetime.now(UTC)
         target = warmup_target(self.cluster, self.password)
-        warmup = sidecars = None
         if target is not None:
             local = self._local_addresses()
             target = dataclasses.replace(
@@ -174,26 +172,26 @@ class LocalFleet:
                 addresses=tuple(local.get(a, a) for a in target.addresses),
                 heartbeat_addresses=tuple(local.get(a, a) for a in target.heartbeat_addresses),
             )
-            if target.addresses:
-                warmup = self.signal.observe(target, now)
-            else:
-                sidecars = self.signal.sidecars(target, now)
+        warmup, sidecars = observe_signal(self.signal, target, now)
         observed = Observed(
             now=now,
             children=self._observed_children(),
-            generated_password=secrets.token_urlsafe(24),
+            generated_password=new_password(),
             warmup=warmup,
             sidecars=sidecars,
         )
         plan = reconcile(copy.deepcopy(self.cluster), observed)
         self._carry_out(plan)
-        self.plans.append(plan)
         return plan
 
     def run(
-        self, until: Callable[[], bool], timeout: float, tick: Callable[[], None] | None = None
+        self,
+        until: Callable[[], bool],
+        timeout: float = math.inf,
+        tick: Callable[[], None] | None = None,
     ) -> None:
-        """Reconcile as the operator's scheduler would until ``until()`` holds."""
+        """Reconcile as the operator's scheduler would until ``until()`` holds, calling
+        ``tick()`` after each reconcile; with no timeout, until a signal stops it."""
         deadline = time.monotonic() + timeout
         while True:
             plan = self.reconcile()
@@ -285,10 +283,13 @@ class LocalFleet:
                 continue
             if member in self.held_down or conf_key not in confs:
                 continue
-            port = self.ports.setdefault(member, free_port())
             needs_password = ("Secret", auth_secret(self.name)) in self.children
             if needs_password and self.password is None:
                 continue
+            if member not in self.ports:
+                # Asked for once per member: free_port never hands a port out twice.
+                self.ports[member] = free_port()
+            port = self.ports[member]
             self.redis[member] = start_redis(
                 f"redis-server {member}",
                 confs[conf_key],
@@ -323,19 +324,17 @@ class LocalFleet:
             ]
         except KeyError:
             return None
+        # Only the addresses and the password's path change: every other setting stays the
+        # operator's, including any added to the schema later.
         auth = config.auth
         if auth.shard_password_file is not None:
-            auth = AuthConfig(shard_password_file=str(self.password_file))
+            auth = auth.model_copy(update={"shard_password_file": str(self.password_file)})
         return config.model_copy(
             update={
                 "listen": f"127.0.0.1:{self.sidecar_port}",
                 "admin_listen": f"127.0.0.1:{self.admin_port}",
                 "shards": shards,
-                "gutter": GutterConfig(
-                    enabled=config.gutter.enabled,
-                    ttl_seconds=config.gutter.ttl_seconds,
-                    shards=members,
-                ),
+                "gutter": config.gutter.model_copy(update={"shards": members}),
                 "auth": auth,
             }
         )
@@ -372,9 +371,6 @@ class LocalFleet:
             "servers": {member: p.address for member, p in sorted(self.redis.items())},
             "directory": str(self.directory),
         }
-
-    def dump_status(self) -> str:
-        return json.dumps(self.status, indent=2)
 
 
 def _key(manifest: Manifest) -> tuple[str, str]:

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +26,23 @@ class LocalError(Exception):
     """Something the local fleet cannot do, in words for the person who ran it."""
 
 
+# Every port free_port has handed out: the kernel may offer a port again until something binds
+# it, and the demo asks for several before it starts anything.
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 that nothing listens on, never the same one twice in this process."""
+    with _handed_out_lock:
+        for _ in range(100):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+    raise LocalError("no free port on 127.0.0.1 that was not handed out already (100 tries)")
 
 
 def check_port_free(port: int, what: str) -> None:

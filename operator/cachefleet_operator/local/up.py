@@ -101,11 +101,13 @@ def run_up(
 
 
 def follow(fleet: LocalFleet, manifest_path: Path, out: TextIO, live: bool) -> None:
-    """Reconcile as the operator would, pick up edits of the manifest, show the view."""
+    """Reconcile as the operator would until a signal, pick up edits of the manifest, show
+    the view."""
     seen = manifest_path.stat().st_mtime
     next_view = 0.0
-    while True:
-        plan = fleet.reconcile()
+
+    def tick() -> None:
+        nonlocal seen, next_view
         try:
             mtime = manifest_path.stat().st_mtime
         except OSError:
@@ -126,5 +128,5 @@ def follow(fleet: LocalFleet, manifest_path: Path, out: TextIO, live: bool) -> N
             else:
                 out.write(text + "\n\n")
             out.flush()
-        wait = plan.requeue_after if plan.requeue_after is not None else VIEW_SECONDS
-        time.sleep(max(0.05, min(wait, VIEW_SECONDS)))
+
+    fleet.run(lambda: False, tick=tick)

@@ -13,7 +13,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from cachefleet_operator.injection import SidecarFacts, injection_patch, requested_cluster
+from cachefleet_operator.injection import (
+    Outcome,
+    SidecarFacts,
+    injection_patch,
+    requested_cluster,
+)
 from cachefleet_operator.plan import EventSpec
 
 ADMISSION_API = "admission.k8s.io/v1"
@@ -30,23 +35,46 @@ class Answer:
     outcome: str = ""
 
 
-def pod_and_cluster(review: dict[str, Any]) -> tuple[dict[str, Any], str, str | None]:
-    """The pod under review, its namespace and the CacheCluster it names (None: no sidecar)."""
+@dataclass(frozen=True)
+class PodUnderReview:
+    """The pod an AdmissionReview is about, read once per request."""
+
+    pod: dict[str, Any]
+    namespace: str
+    outcome: Outcome
+    cluster: str | None  # the CacheCluster its label names
+
+    @property
+    def wanted_cluster(self) -> str | None:
+        """The CacheCluster whose sidecar the pod should get; None: no sidecar to inject."""
+        return self.cluster if self.outcome == "injected" else None
+
+
+def pod_under_review(review: dict[str, Any]) -> PodUnderReview:
+    """The pod under review, its namespace and whether (and of which CacheCluster) it asks for
+    a sidecar."""
     request = review.get("request") or {}
     pod = request.get("object") or {}
     namespace = str(request.get("namespace") or (pod.get("metadata") or {}).get("namespace") or "")
     outcome, cluster = requested_cluster(pod)
-    return pod, namespace, cluster if outcome == "injected" else None
+    return PodUnderReview(pod, namespace, outcome, cluster)
 
 
-def answer(review: dict[str, Any], facts: SidecarFacts | None, *, watched: bool = True) -> Answer:
-    """The response to ``review``; ``facts`` of the CacheCluster the pod names, if it exists."""
+def answer(
+    review: dict[str, Any],
+    facts: SidecarFacts | None,
+    *,
+    watched: bool = True,
+    subject: PodUnderReview | None = None,
+) -> Answer:
+    """The response to ``review``; ``facts`` of the CacheCluster the pod names, if it exists.
+    ``subject``: the review's pod as the caller read it already (``pod_under_review``)."""
     request = review.get("request") or {}
-    pod, namespace, _ = pod_and_cluster(review)
-    outcome, cluster = requested_cluster(pod)
+    subject = subject or pod_under_review(review)
+    pod, namespace, cluster = subject.pod, subject.namespace, subject.cluster
     response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
-    result = Answer(_review(response), outcome=outcome)
-    if outcome != "injected" or request.get("operation", "CREATE") != "CREATE":
+    result = Answer(_review(response), outcome=subject.outcome)
+    if subject.outcome != "injected" or request.get("operation", "CREATE") != "CREATE":
         return result
     if not watched or facts is None:
         why = (
@@ -65,7 +93,7 @@ def answer(review: dict[str, Any], facts: SidecarFacts | None, *, watched: bool 
     if patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
-    return Answer(_review(response), outcome=outcome)
+    return Answer(_review(response), outcome=subject.outcome)
 
 
 def _review(response: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from cachefleet_operator.injection import SidecarFacts, facts_for_cluster
 from cachefleet_operator.kube import Kube, KubeError
-from cachefleet_operator.webhook.admission import answer, pod_and_cluster
+from cachefleet_operator.webhook.admission import answer, pod_under_review
 from cachefleet_operator.webhook.tls import TlsKeeper
 
 logger = logging.getLogger("cachefleet.operator.webhook")
@@ -75,10 +75,11 @@ class Webhook:
             review = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return web.json_response({"error": "not an AdmissionReview"}, status=400)
-        pod, namespace, cluster = pod_and_cluster(review)
+        subject = pod_under_review(review)
+        pod, namespace, cluster = subject.pod, subject.namespace, subject.wanted_cluster
         watched = self.watched(namespace)
         facts = await self.facts(namespace, cluster) if cluster and watched else None
-        result = answer(review, facts, watched=watched)
+        result = answer(review, facts, watched=watched, subject=subject)
         name = (pod.get("metadata") or {}).get("name") or (pod.get("metadata") or {}).get(
             "generateName", ""
         )
