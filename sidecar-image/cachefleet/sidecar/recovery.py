@@ -163,7 +163,15 @@ class JournalCleaner:
     async def _call(
         self, control: ControlConnection, commands: list[list[bytes | str | int]]
     ) -> list[object]:
-        replies = await control.call(commands, self.timeout)
+        try:
+            replies = await control.call(commands, self.timeout)
+        except ControlError as error:
+            if not error.hard:
+                raise
+            # A connection the gutter closed (it restarted, or its idle timeout) says nothing
+            # about the journal, and flushing a whole shard for it would be a miss storm: ask
+            # once more, on a new connection, which also sees a restart's new run_id.
+            replies = await control.call(commands, self.timeout)
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 raise CleanupError(str(reply))
