@@ -6,7 +6,8 @@ key's shard, MGET/MSET/DEL/UNLINK/EXISTS/TOUCH split per shard and put back toge
 caller's order, commands whose keys must live together forwarded only when they do, and the
 same refusals with the same messages. It re-reads the file when it changes.
 
-When a shard refuses or drops a connection or times out, the shard is ejected for a while
+When a shard refuses or drops a connection or times out (the config's ``pool.requestTimeoutMs``
+and ``pool.connectTimeoutMs``, unless ``socket_timeout`` is given), the shard is ejected for a while
 (doubling, at most 10 s) and its keys go to the gutter pool, as the sidecar does: spread by key
 hash, every write journaled there first and its TTL capped after (``EXPIRE key ttl LT``), so the
 sidecars' re-admission clean-up (and this client's) deletes those keys on the shard before it
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cachefleet.config import SidecarConfig, read_secret, split_address
 from cachefleet.sidecar.commands import (
@@ -69,7 +72,10 @@ class ShardedRedis:
         self.password = password
         self.reload_seconds = reload_seconds
         self.clock = clock
-        self.options = {"socket_timeout": socket_timeout, **redis_options}
+        # None: the config's pool.requestTimeoutMs, as the sidecar waits for a shard; without
+        # a timeout a stopped or cut-off shard would block the caller for good, never ejected.
+        self.socket_timeout = socket_timeout
+        self.options = redis_options
         self._checked = 0.0
         self.clients: dict[str, redis.Redis] = {}
         self.gutter: list[redis.Redis] = []
@@ -95,11 +101,23 @@ class ShardedRedis:
         username = config.auth.shard_username
         addresses = {s.name: s.address for s in config.shards}
         old = [*self.clients.values(), *self.gutter]
-        self.clients = {
-            name: self._connect(addresses[name], username, password) for name in ring.shard_names
+        options = {
+            "username": username,
+            "password": password,
+            "socket_timeout": (
+                config.pool.request_timeout_ms / 1000
+                if self.socket_timeout is None
+                else self.socket_timeout
+            ),
+            "socket_connect_timeout": config.pool.connect_timeout_ms / 1000,
+            # redis-py would retry a timed-out command 3 times with backoff (about 10 s on a
+            # stopped shard) and could apply a write twice; the retry here is the gutter's.
+            "retry": Retry(NoBackoff(), 0),
+            **self.options,
         }
+        self.clients = {name: self._connect(addresses[name], options) for name in ring.shard_names}
         self.gutter = (
-            [self._connect(s.address, username, password) for s in config.gutter.shards]
+            [self._connect(s.address, options) for s in config.gutter.shards]
             if config.gutter.enabled
             else []
         )
@@ -109,11 +127,10 @@ class ShardedRedis:
         for client in old:
             client.close()
 
-    def _connect(self, address: str, username: str | None, password: str | None) -> redis.Redis:
+    @staticmethod
+    def _connect(address: str, options: dict[str, Any]) -> redis.Redis:
         host, port = split_address(address)
-        return redis.Redis(
-            host=host, port=port, username=username, password=password, **self.options
-        )
+        return redis.Redis(host=host, port=port, **options)
 
     def _maybe_reload(self) -> None:
         if self.watcher is None or self.clock() - self._checked < self.reload_seconds:

@@ -5,6 +5,8 @@ is down."""
 from __future__ import annotations
 
 import random
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +153,36 @@ def test_a_down_shard_goes_to_the_gutter_and_comes_back_clean(
         # Back and empty: misses, never an old value.
         assert [client.get(k) for k in mine] == [None] * len(mine)
         assert victim.app_keys() == 0
+
+
+def test_a_stopped_shard_times_out_as_the_config_says(
+    servers: list[RedisServer], tmp_path: Path
+) -> None:
+    """No socket_timeout given: the config's pool.requestTimeoutMs (500 ms here) bounds the
+    wait, the shard is ejected and the read answered by the gutter, never a hung caller."""
+    _config, path = written_config(servers, tmp_path)
+    victim = servers[2]
+    with ShardedRedis(path) as client:
+        key = next(
+            k
+            for k in (f"s{i}".encode() for i in range(400))
+            if client.shard_of(k) == victim.address
+        )
+        assert client.set(key, b"before")
+        answers: list[object] = []
+        reader = threading.Thread(target=lambda: answers.append(client.get(key)), daemon=True)
+        victim.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            reader.start()
+            reader.join(5.0)
+            waited = time.monotonic() - started
+        finally:
+            victim.process.send_signal(signal.SIGCONT)
+        assert not reader.is_alive(), "the read was still blocked on the stopped shard after 5 s"
+        assert answers == [None]  # the gutter has not seen the key: a miss, not an error
+        assert waited < 2.0
+        assert victim.address in client.ejected
 
 
 def test_gutter_down_too_names_both(servers: list[RedisServer], tmp_path: Path) -> None:
