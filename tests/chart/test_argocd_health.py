@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import textwrap
 from pathlib import Path
 
 from tests.chart.argocd import HEALTH_CHECK, health
@@ -57,5 +58,7 @@ def test_a_spec_that_cannot_work_is_degraded_with_the_reason() -> None:
 
 
 def test_the_docs_carry_the_same_health_check() -> None:
+    """The argocd-cm snippet in docs/gitops.md holds the tested script, indented under its key."""
     docs = (ROOT / "docs" / "gitops.md").read_text()
-    assert HEALTH_CHECK.read_text().strip() in docs
+    key = "  resource.customizations.health.cachefleet.io_CacheCluster: |\n"
+    assert key + textwrap.indent(HEALTH_CHECK.read_text().strip(), "    ") + "\n```" in docs

@@ -39,6 +39,12 @@ def test_flux_waits_for_clusters_that_exist_with_conditions_the_operator_writes(
 
 
 def test_argo_cd_applications_point_at_the_chart_and_the_examples() -> None:
-    for application in documents(GITOPS / "argocd" / "application.yaml"):
+    applications = documents(GITOPS / "argocd" / "application.yaml")
+    for application in applications:
         assert (ROOT / application["spec"]["source"]["path"]).is_dir()
         assert "ServerSideApply=true" in application["spec"]["syncPolicy"]["syncOptions"]
+    [clusters] = [a for a in applications if a["spec"]["source"]["path"] == "examples"]
+    # The CacheClusters may be synced before the chart has installed their CRD.
+    policy = clusters["spec"]["syncPolicy"]
+    assert "SkipDryRunOnMissingResource=true" in policy["syncOptions"]
+    assert policy["retry"]["limit"] > 0
