@@ -7,9 +7,9 @@ core, taken as an M/M/1 queue whose service time is its measured CPU per request
 pipeline depth; the queue's wait is added on top (the measured hop already holds one service).
 
 Client-side sharding pays its routing in the app instead, two ways: a compiled smart client
-pays the hash and ring look-up (DESIGN.md's 0.13 µs), while cachefleet's own Python client
-(``ShardedRedis``) measured 23.7 µs more per call than plain redis-py, most of it Python running
-on the app's core, so its CPU figure is an upper bound.
+pays the hash and ring look-up (0.13 µs, from the project's design notes), while cachefleet's
+own Python client (``ShardedRedis``) measured 23.7 µs more per call than plain redis-py, most
+of it Python running on the app's core, so its CPU figure is an upper bound.
 """
 
 from __future__ import annotations
