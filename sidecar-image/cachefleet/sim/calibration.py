@@ -27,7 +27,7 @@ class Figure:
     value: float
     unit: str
     label: str
-    document: str  # a path in the repository, or ../shared/DESIGN.md beside it
+    document: str  # a path in the repository
     section: str  # where in the document
     quote: str  # text that occurs verbatim in ``document`` (whitespace aside)
     role: Literal["input", "check"] = INPUT
@@ -241,8 +241,8 @@ FIGURES: tuple[Figure, ...] = (
         0.13,
         "µs/request",
         "a smart client's routing cost: MurmurHash3 plus the ring look-up, in Python",
-        "../shared/DESIGN.md",
-        "Facts measured on this kind of machine",
+        "docs/simulator.md",
+        "Where the figures come from: from outside this repository",
         "mmh3 hash plus ring lookup about 0.13 µs",
     ),
     Figure(
@@ -277,8 +277,8 @@ FIGURES: tuple[Figure, ...] = (
         0.99,
         "fraction",
         "Facebook's gutter pool cut client-visible failures by 99% (NSDI 2013); a cross-check",
-        "../shared/DESIGN.md",
-        "Facts measured on this kind of machine (Facebook, NSDI 2013)",
+        "docs/simulator.md",
+        "Where the figures come from: from outside this repository (NSDI 2013)",
         "it cut client-visible failures by 99% (NSDI 2013)",
         CHECK,
     ),
@@ -287,8 +287,8 @@ FIGURES: tuple[Figure, ...] = (
         0.01,
         "fraction",
         "Facebook's gutter pool is about 1% of the servers (NSDI 2013)",
-        "../shared/DESIGN.md",
-        "Facts measured on this kind of machine (Facebook, NSDI 2013)",
+        "docs/simulator.md",
+        "Where the figures come from: from outside this repository (NSDI 2013)",
         "Facebook's gutter pool is about 1% of the servers",
         CHECK,
     ),
