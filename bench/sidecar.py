@@ -55,7 +55,7 @@ from bench.entry import run  # noqa: E402
 from bench.prometheus import prometheus_counters  # noqa: E402
 from tests.support import (  # noqa: E402
     Sidecar,
-    cpu_seconds,
+    cpu_times,
     sidecar_config,
     start_nutcracker,
     start_redis_servers,
@@ -90,7 +90,8 @@ class Run:
     round: int
     requests: int
     seconds: float
-    cpu_seconds: float | None
+    cpu_user: float | None  # the proxy's CPU seconds in user space during the run
+    cpu_system: float | None  # ... and in the kernel (its system calls: loopback TCP)
     by_test: dict[str, dict[str, float]]
 
 
@@ -129,12 +130,22 @@ def redis_benchmark(port: int, pipeline: int, requests: int) -> tuple[dict[str, 
 
 
 def measure(target: Target, pipeline: int, requests: int, round_number: int) -> Run:
-    cpu_before = cpu_seconds(target.pid) if target.pid else None
+    if target.pid is None:
+        figures, elapsed = redis_benchmark(target.port, pipeline, requests)
+        return Run(target.name, pipeline, round_number, requests, elapsed, None, None, figures)
+    user_before, system_before = cpu_times(target.pid)
     figures, elapsed = redis_benchmark(target.port, pipeline, requests)
-    cpu_used = None
-    if target.pid is not None and cpu_before is not None:
-        cpu_used = cpu_seconds(target.pid) - cpu_before
-    return Run(target.name, pipeline, round_number, requests, elapsed, cpu_used, figures)
+    user_after, system_after = cpu_times(target.pid)
+    return Run(
+        target.name,
+        pipeline,
+        round_number,
+        requests,
+        elapsed,
+        user_after - user_before,
+        system_after - system_before,
+        figures,
+    )
 
 
 def requests_for(target: Target, pipeline: int, seconds: float) -> int:
@@ -163,11 +174,30 @@ def summarise(runs: list[Run]) -> dict[str, Any]:
             case["rps_per_round"] = {test: [r.by_test[test]["rps"] for r in mine] for test in TESTS}
             case["p99_ms"] = max(case[test]["p99_ms"] for test in TESTS)
             case["p50_ms"] = max(case[test]["p50_ms"] for test in TESTS)
-            cpu = [r.cpu_seconds / (r.requests * len(TESTS)) for r in mine if r.cpu_seconds]
             if target in PROXIES:
-                case["cpu_us_per_request"] = statistics.median(cpu) * 1e6 if cpu else None
+                case.update(cpu_per_request(mine))
             results.setdefault(target, {})[f"P{pipeline}"] = case
     return results
+
+
+def cpu_per_request(runs: list[Run]) -> dict[str, float | None]:
+    """The proxy's CPU per request, whole and split into user space and kernel (medians over
+    rounds): the kernel part is mostly loopback TCP, the user part the proxy's own code."""
+    requests = [r.requests * len(TESTS) for r in runs]
+    user = [r.cpu_user / n for r, n in zip(runs, requests, strict=True) if r.cpu_user is not None]
+    system = [
+        r.cpu_system / n for r, n in zip(runs, requests, strict=True) if r.cpu_system is not None
+    ]
+    total = [u + s for u, s in zip(user, system, strict=True)]
+
+    def median_us(values: list[float]) -> float | None:
+        return statistics.median(values) * 1e6 if values else None
+
+    return {
+        "cpu_us_per_request": median_us(total),
+        "cpu_user_us_per_request": median_us(user),
+        "cpu_system_us_per_request": median_us(system),
+    }
 
 
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
@@ -332,12 +362,19 @@ def main() -> int:
         f"{case} {v['throughput']:.2f}x throughput, {v['p99']:.2f}x p99"
         for case, v in shadow.items()
     )
+    cpu_text = ", ".join(
+        f"{name} {case['cpu_us_per_request']:.1f} µs (user {case['cpu_user_us_per_request']:.1f},"
+        f" kernel {case['cpu_system_us_per_request']:.1f})"
+        for name in ("sidecar", "twemproxy")
+        if (case := results[name]["P1"]).get("cpu_us_per_request") is not None
+    )
     features = comparison.get("features_on_vs_off", {})
     features_text = ", ".join(f"{case} {value:.2f}x" for case, value in features.items())
     print(
         "sidecar bench: "
         + "; ".join(parts)
         + f"; all targets {verdict}; paths: {shares}"
+        + (f"; CPU per request at P1: {cpu_text}" if cpu_text else "")
         + (f"; every feature on against off: {features_text}" if features_text else "")
         + (f"; 100% shadow against no warm-up: {shadow_text}" if shadow_text else "")
     )

@@ -6,7 +6,7 @@ context manager that started it, even when the body raises or the run is interru
 
 from tests.support.nutcracker import Nutcracker, start_nutcracker
 from tests.support.ports import free_port
-from tests.support.processes import ProcessFailed, cpu_seconds, rss_kib
+from tests.support.processes import ProcessFailed, cpu_seconds, cpu_times, rss_kib
 from tests.support.redis_servers import RedisServer, start_redis, start_redis_servers
 from tests.support.sidecar import (
     Sidecar,
@@ -22,6 +22,7 @@ __all__ = [
     "RedisServer",
     "Sidecar",
     "cpu_seconds",
+    "cpu_times",
     "free_port",
     "rss_kib",
     "sidecar_command",

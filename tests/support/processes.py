@@ -108,13 +108,17 @@ def port_accepts(port: int) -> bool:
         return False
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/PID/stat."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (utime, stime), from /proc/PID/stat."""
     raw = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) may hold spaces; the fields we want follow its closing ')'.
     fields = raw[raw.rindex(")") + 2 :].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process."""
+    return sum(cpu_times(pid))
 
 
 def rss_kib(pid: int) -> int:
