@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import socket
 from typing import Any
 
 import pytest
@@ -168,6 +170,41 @@ async def test_replies_come_back_in_request_order_across_shards(sidecar: Sidecar
     expected += b"+PONG\r\n"
     data = await raw_exchange(sidecar.listen_port, payload, len(expected))
     assert data == expected
+
+
+async def test_a_client_that_stops_reading_gets_every_byte_in_order_later(
+    sidecar: Sidecar, shards: list[Shard_]
+) -> None:
+    """A reply far larger than the socket takes is written in parts (the C build writes what
+    the socket takes and leaves the rest to the transport); the next reply must wait behind it,
+    other clients are served meanwhile, and once the client reads, every byte is there."""
+    big = bytes(random.Random(3).randbytes(16 << 20))
+    for shard in shards:  # whichever shard owns the keys has them
+        direct = shard_client(shard)
+        await direct.set("stalled:big", big)
+        await direct.set("stalled:small", "small")
+        await direct.aclose()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", sidecar.listen_port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    other = client(sidecar)
+    try:
+        writer.write(b"*2\r\n$3\r\nGET\r\n$11\r\nstalled:big\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.3)  # not reading: the sidecar holds most of the reply
+        assert await other.set("stalled:other", "v") is True
+        assert await other.get("stalled:other") == b"v"
+        writer.write(b"*2\r\n$3\r\nGET\r\n$13\r\nstalled:small\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        expected = b"$%d\r\n%s\r\n$5\r\nsmall\r\n" % (len(big), big)
+        data = await asyncio.wait_for(reader.readexactly(len(expected)), 10)
+        assert data == expected
+    finally:
+        writer.close()
+        await other.aclose()
 
 
 async def test_garbage_from_one_client_does_not_disturb_another(sidecar: Sidecar) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import socket
 from collections.abc import Callable, Iterator
 
 import hiredis
@@ -317,6 +318,7 @@ class FakeClient:
         self.dirty = False
         self.written: list[bytes] = []
         self.transport = self
+        self.fd = -1  # no socket: write_now goes through write()
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
@@ -661,3 +663,95 @@ def test_the_c_hash_is_the_pinned_wire_contract(key: bytes) -> None:
     h = key_hash(key)
     ring = native.Ring([0, 2**32 - 1], [1, 0]) if h == 0 else native.Ring([h - 1, h], [0, 1])
     assert ring.lookup(key) == 1
+
+
+# -- write_now: a transport's write with the system call in C --------------------------------
+
+
+class RecordingTransport:
+    """The three transport methods write_now uses; records what it was asked to write."""
+
+    def __init__(self, closing: bool = False, buffered: int = 0) -> None:
+        self.closing = closing
+        self.buffered = buffered
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+
+@pytest.fixture
+def socket_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.setblocking(False)
+    yield ours, peer
+    ours.close()
+    peer.close()
+
+
+def received(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(1 << 20)
+    except BlockingIOError:
+        return b""
+
+
+def test_write_now_sends_on_the_socket_when_nothing_is_buffered(
+    socket_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = socket_pair
+    transport = RecordingTransport()
+    native.write_now(transport, ours.fileno(), b"+OK\r\n")
+    assert received(peer) == b"+OK\r\n"
+    assert transport.written == []
+
+
+@pytest.mark.parametrize(
+    ("transport", "fd_known"),
+    [
+        (RecordingTransport(buffered=1), True),  # earlier bytes wait: these must not overtake
+        (RecordingTransport(closing=True), True),  # the number may belong to another socket
+        (RecordingTransport(), False),  # no socket known (TLS): only the transport can write
+    ],
+)
+def test_write_now_leaves_the_bytes_to_the_transport_when_it_must(
+    socket_pair: tuple[socket.socket, socket.socket], transport: RecordingTransport, fd_known: bool
+) -> None:
+    ours, peer = socket_pair
+    native.write_now(transport, ours.fileno() if fd_known else -1, b"$1\r\nx\r\n")
+    assert received(peer) == b""
+    assert transport.written == [b"$1\r\nx\r\n"]
+
+
+def test_write_now_gives_the_transport_what_the_socket_did_not_take(
+    socket_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = socket_pair
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = random.Random(7).randbytes(4 << 20)
+    transport = RecordingTransport()
+    native.write_now(transport, ours.fileno(), data)
+    taken = b""
+    while chunk := received(peer):
+        taken += chunk
+    assert 0 < len(taken) < len(data)
+    assert len(transport.written) == 1
+    assert taken + transport.written[0] == data  # in order, nothing lost or doubled
+
+
+def test_write_now_leaves_a_failing_socket_to_the_transport(
+    socket_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A peer gone: the transport meets the error itself and fails the connection as always."""
+    ours, peer = socket_pair
+    peer.close()
+    transport = RecordingTransport()
+    native.write_now(transport, ours.fileno(), b"+OK\r\n")
+    assert transport.written == [b"+OK\r\n"]

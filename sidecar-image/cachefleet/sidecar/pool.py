@@ -27,6 +27,7 @@ from cachefleet.sidecar.flusher import Flusher
 from cachefleet.sidecar.resp import Bytes, split_replies, split_requests
 from cachefleet.sidecar.slots import PartSlot, Slot
 from cachefleet.sidecar.speedups import deliver_replies as native_deliver
+from cachefleet.sidecar.speedups import socket_fd, write_now
 from cachefleet.sidecar.stats import ShardStats
 
 log = logging.getLogger("cachefleet.sidecar.pool")
@@ -98,6 +99,7 @@ class BackendConnection(asyncio.Protocol):
         self.latency = stats.latency
         self.state = IDLE
         self.transport: asyncio.Transport | None = None
+        self.fd = -1  # the transport's socket, for write_now
         self.out: list[Bytes] = []
         self.waiters: collections.deque[Slot] = collections.deque()
         self.rest = b""
@@ -141,7 +143,10 @@ class BackendConnection(asyncio.Protocol):
             return
         self.out = []
         data = out[0] if len(out) == 1 else b"".join(out)
-        self.transport.write(data)
+        if write_now is None:
+            self.transport.write(data)
+        else:
+            write_now(self.transport, self.fd, data)
         self.sent += len(out)
         self.marks.append((self.sent, self._loop.time(), data, len(out)))
 
@@ -232,6 +237,7 @@ class BackendConnection(asyncio.Protocol):
             transport.close()
             return
         self.transport = transport
+        self.fd = socket_fd(transport)
         self.state = READY
         self.rest = b""
         self.sent = self.received = 0

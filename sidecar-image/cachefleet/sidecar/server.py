@@ -37,6 +37,7 @@ from cachefleet.sidecar.route_table import FAST_COMMANDS, Outgoing, RouteTable, 
 from cachefleet.sidecar.router import send_same_shard, split
 from cachefleet.sidecar.slots import Slot
 from cachefleet.sidecar.speedups import route_requests as _route
+from cachefleet.sidecar.speedups import socket_fd, write_now
 
 if TYPE_CHECKING:
     from cachefleet.sidecar.app import Sidecar
@@ -69,6 +70,8 @@ class ClientConnection(asyncio.Protocol):
         self.dirty = False
         self.peer = "?"
         self.transport: asyncio.Transport | None = None
+        # The transport's socket, for the replies written by write_now (-1: never).
+        self.fd = -1
         self.pending: collections.deque[Slot] = collections.deque()
         self.reader = hiredis.Reader()
         self.partial = bytearray()  # bytes of a request not complete yet
@@ -91,6 +94,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.transport = transport
+        self.fd = socket_fd(transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = f"{peer[0]}:{peer[1]}"
@@ -104,6 +108,7 @@ class ClientConnection(asyncio.Protocol):
         # Slots still in flight get their replies from the shard and are dropped: they
         # point at this object, whose transport is gone.
         self.transport = None
+        self.fd = -1
         self.closing = True
         self.fast = None  # it holds this object
         self.pending.clear()
@@ -486,7 +491,11 @@ class ClientConnection(asyncio.Protocol):
         while pending and pending[0].reply is not None:
             out.append(pending.popleft().reply)
         if out:
-            transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[arg-type]
+            data = out[0] if len(out) == 1 else b"".join(out)  # type: ignore[arg-type]
+            if write_now is None:
+                transport.write(data)  # type: ignore[arg-type]
+            else:
+                write_now(transport, self.fd, data)  # type: ignore[arg-type]
         if self.closing and not pending:
             transport.close()
 

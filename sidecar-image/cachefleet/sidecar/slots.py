@@ -20,6 +20,7 @@ class ReplySink(Protocol):
     closing: bool
     pending: collections.deque[Slot]
     transport: asyncio.Transport | None
+    fd: int  # the transport's socket, for write_now (-1: write through the transport)
 
     def mark_dirty(self) -> None: ...
 

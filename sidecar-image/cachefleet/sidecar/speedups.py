@@ -7,6 +7,7 @@ gives the same results (``tests/sidecar/test_speedups.py`` compares them). Setti
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 # (pos, stop, end, owner, reason); see _speedups.c
 RouteRequests = Callable[..., tuple[int, int, int, int, int]]
 DeliverReplies = Callable[..., tuple[int, int, bool] | None]
+WriteNow = Callable[[object, int, bytes | bytearray], None]
 MakeRing = Callable[[Sequence[int], Sequence[int]], "NativeRing"]
 MakeRouteTable = Callable[..., "NativeRouteTable"]
 
@@ -26,11 +28,23 @@ MakeRouteTable = Callable[..., "NativeRouteTable"]
 route_requests: RouteRequests | None = None
 # BackendConnection.data_received's loop in one call
 deliver_replies: DeliverReplies | None = None
+# transport.write with the system call made in C while the transport buffers nothing
+write_now: WriteNow | None = None
 make_ring: MakeRing | None = None  # (ring.tokens, ring.owners) -> key look-up in C
 # (ring, fast commands, stops[, other ring, mode, shadow basis points]) -> C route table
 make_route_table: MakeRouteTable | None = None
 # hotkeys.HotKeys in C: the same constructor and methods
 make_hot_keys: type[NativeHotKeys] | None = None
+
+
+def socket_fd(transport: asyncio.BaseTransport) -> int:
+    """The socket under a transport, for write_now; -1 when its bytes must go through the
+    transport (TLS, or no socket)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_extra_info("sslcontext") is not None:
+        return -1
+    return int(sock.fileno())
+
 
 if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
     try:
@@ -40,6 +54,7 @@ if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
     else:
         route_requests = _speedups.route_requests
         deliver_replies = _speedups.deliver_replies
+        write_now = _speedups.write_now
         make_ring = _speedups.Ring
         make_route_table = _speedups.RouteTable
         make_hot_keys = _speedups.HotKeys
