@@ -604,7 +604,10 @@ async def exchange(port: int, stream: bytes, chunks: list[int]) -> bytes:
 def pure_python(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], None]]:
     def switch() -> None:
         monkeypatch.setattr(server, "_route", None)
+        monkeypatch.setattr(server, "make_fast_reader", None)
+        monkeypatch.setattr(server, "write_now", None)
         monkeypatch.setattr(pool, "native_deliver", None)
+        monkeypatch.setattr(pool, "write_now", None)
 
     yield switch
 
@@ -630,6 +633,38 @@ async def test_the_same_streams_give_the_same_replies_without_the_c_loops(
     assert results["native"] == results["pure"]
     assert all(results["native"]), "every stream gets some reply"
     assert results["native"][0].count(b"\r\n") > 8
+
+
+async def test_an_unexpected_error_in_the_c_data_received_costs_that_connection_only(
+    shards: list[Shard_], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in the C loop (here: targets that are not (conn, counts) pairs) answers that client
+    with an error and closes it, logs the traceback, and the sidecar serves everyone else."""
+    flush(shards)
+    app = await start_sidecar(lambda: make_config([s.address for s in shards]))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.listen_port)
+        writer.write(resp.encode_request([b"SET", b"k", b"v"]))
+        assert await reader.readexactly(5) == b"+OK\r\n"
+        (client,) = app.clients
+        assert client.fast is not None, "armed: the next read goes straight to the C loop"
+        fast = list(client.fast)
+        fast[2] = [object()] * len(fast[2])  # type: ignore[arg-type]
+        client.fast = tuple(fast)
+        writer.write(resp.encode_request([b"GET", b"k"]))
+        answer = await asyncio.wait_for(reader.read(), 5)  # up to EOF: it is closed
+        assert answer == b"-ERR internal error in the sidecar\r\n"
+        writer.close()
+        assert any(
+            "unexpected error" in r.getMessage() and r.exc_info and r.exc_info[0] is TypeError
+            for r in caplog.records
+        )
+        other, other_writer = await asyncio.open_connection("127.0.0.1", app.listen_port)
+        other_writer.write(resp.encode_request([b"GET", b"k"]))
+        assert await other.readexactly(7) == b"$1\r\nv\r\n"
+        other_writer.close()
+    finally:
+        await app.stop()
 
 
 @settings(max_examples=30, deadline=None)

@@ -24,6 +24,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -768,8 +769,16 @@ PyDoc_STRVAR(route_requests_doc,
 "tracker every fast request's key is counted; a GET of a hot key found in L1 is answered from\n"
 "it (a filled slot_type(client), add_client(client) when not dirty).");
 
-static PyObject *
-route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* Where route_requests stopped and why (see route_requests_doc). */
+typedef struct {
+    Py_ssize_t pos, end;
+    int stop, reason;
+    long owner;
+} Routed;
+
+/* route_requests without its result tuple: 0 with *out set, or -1 with an exception. */
+static int
+route_core(PyObject *const *args, Py_ssize_t nargs, Routed *out)
 {
     const char *p;
     Py_ssize_t size, pos, max_bytes, end = 0;
@@ -780,7 +789,7 @@ route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError,
                         "route_requests(buf, pos, table, targets, client, pending_append, "
                         "slot_type, add_backend, add_client, ready, max_bytes)");
-        return NULL;
+        return -1;
     }
     RouteTableObject *table = (RouteTableObject *)args[2];
     PyObject *targets = args[3], *client = args[4];
@@ -789,13 +798,13 @@ route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyTypeObject *slot_type = (PyTypeObject *)args[6];
     if (table->ring == NULL) {
         PyErr_SetString(PyExc_ValueError, "RouteTable not initialised");
-        return NULL;
+        return -1;
     }
     if (scan_arguments(table->ring, args[0], args[1], &p, &size, &pos) < 0)
-        return NULL;
+        return -1;
     max_bytes = PyLong_AsSsize_t(args[10]);
     if (max_bytes == -1 && PyErr_Occurred())
-        return NULL;
+        return -1;
     while (pos < size) {
         Request q = {0, 0, 0, 0, -1, 0};
         int r = scan_one(p, pos, size, &q);
@@ -811,22 +820,22 @@ route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break;
         PyObject *name = PyBytes_FromStringAndSize(p + q.name_at, q.name_len);
         if (name == NULL)
-            return NULL;
+            return -1;
         PyObject *entry = PyDict_GetItemWithError(table->fast, name); /* borrowed */
         Py_DECREF(name);
         if (entry == NULL) {
             if (PyErr_Occurred())
-                return NULL;
+                return -1;
             break;
         }
         if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3) {
             PyErr_SetString(PyExc_TypeError, "fast values must be (spec, arity, class)");
-            return NULL;
+            return -1;
         }
         long arity = PyLong_AsLong(PyTuple_GET_ITEM(entry, 1));
         long klass = PyLong_AsLong(PyTuple_GET_ITEM(entry, 2));
         if ((arity == -1 || klass == -1) && PyErr_Occurred())
-            return NULL;
+            return -1;
         if (arity > 0 ? q.argc != arity : q.argc < -arity)
             break;
         const char *key = p + q.key_at;
@@ -841,7 +850,7 @@ route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (table->tracker != NULL) {
             int hot = cf_hotkeys_observe(table->tracker, hash, key, q.key_len);
             if (hot < 0)
-                return NULL;
+                return -1;
             if (hot && !reason && table->l1 != NULL && table->l1_ok[owner] &&
                 klass != CLASS_READ) {
                 int served = klass == CLASS_VALUE_READ
@@ -849,12 +858,12 @@ route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                             add_client)
                                  : 0;
                 if (served < 0)
-                    return NULL;
+                    return -1;
                 if (served) {
                     stop = STOP_END;
                     pos = q.end;
                     if (get_buffer(args[0], &p, &size) < 0)
-                        return NULL;
+                        return -1;
                     continue;
                 }
                 reason = REASON_L1;
@@ -870,7 +879,7 @@ route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (!PyTuple_Check(target) || PyTuple_GET_SIZE(target) != 2 ||
             !PyDict_Check(PyTuple_GET_ITEM(target, 1))) {
             PyErr_SetString(PyExc_TypeError, "targets must hold (conn, counts dict) tuples");
-            return NULL;
+            return -1;
         }
         /* Borrowed references may not outlive a call into Python code: hold them. */
         PyObject *spec = PyTuple_GET_ITEM(entry, 0);
@@ -884,14 +893,14 @@ route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(target);
         Py_DECREF(spec);
         if (e < 0)
-            return NULL;
+            return -1;
         stop = STOP_END;
         owner = -1;
         pos = q.end;
         /* Python code ran (a non-ready conn.send may fill a slot): the buffer may not move
          * under us, but a bytearray could have been resized; read its pointer again. */
         if (get_buffer(args[0], &p, &size) < 0)
-            return NULL;
+            return -1;
         if (pos > size)
             break;
     }
@@ -900,7 +909,164 @@ route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         owner = -1;
         reason = 0;
     }
-    return Py_BuildValue("(ninli)", pos, stop, end, owner, reason);
+    out->pos = pos;
+    out->stop = stop;
+    out->end = end;
+    out->owner = owner;
+    out->reason = reason;
+    return 0;
+}
+
+/* A client connection's data_received in C (ClientConnection.data_received is the reference):
+ * uvloop calls it for every read, so the common case (the connection armed for the fast path,
+ * its route table current, every request queued) runs without a Python frame or argument and
+ * result tuples. Anything else goes to client._data_received(data, pos). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *client;
+    PyObject *app;
+    vectorcallfunc vectorcall;
+} FastReaderObject;
+
+static PyObject *str_fast, *str_routes, *str_closing, *str_slow_path, *str_route_failed, *zero;
+
+static PyObject *
+FastReader_vectorcall(FastReaderObject *self, PyObject *const *args, size_t nargsf,
+                      PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "data_received(data)");
+        return NULL;
+    }
+    PyObject *data = args[0], *client = self->client;
+    PyObject *fast = PyObject_GetAttr(client, str_fast);
+    if (fast == NULL)
+        return NULL;
+    int armed = 0;
+    if (PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 10) {
+        PyObject *routes = PyObject_GetAttr(self->app, str_routes);
+        if (routes == NULL) {
+            Py_DECREF(fast);
+            return NULL;
+        }
+        Py_DECREF(routes); /* only its identity is compared */
+        if (PyTuple_GET_ITEM(fast, 0) == routes) {
+            PyObject *closing = PyObject_GetAttr(client, str_closing);
+            int is_closing = closing == NULL ? -1 : PyObject_IsTrue(closing);
+            Py_XDECREF(closing);
+            if (is_closing < 0) {
+                Py_DECREF(fast);
+                return NULL;
+            }
+            armed = !is_closing;
+        }
+    }
+    Py_ssize_t start = 0;
+    if (armed) {
+        PyObject *call[11];
+        call[0] = data;
+        call[1] = zero;
+        for (Py_ssize_t i = 1; i < 10; i++)
+            call[i + 1] = PyTuple_GET_ITEM(fast, i);
+        Routed r;
+        int e = route_core(call, 11, &r);
+        Py_DECREF(fast);
+        if (e < 0) {
+            /* A bug must cost this connection only: the client logs it and closes. */
+            PyObject *type, *exc, *tb;
+            PyErr_Fetch(&type, &exc, &tb);
+            PyErr_NormalizeException(&type, &exc, &tb);
+            if (tb != NULL && exc != NULL)
+                PyException_SetTraceback(exc, tb);
+            PyObject *res = PyObject_CallMethodOneArg(client, str_route_failed,
+                                                      exc != NULL ? exc : Py_None);
+            Py_XDECREF(type);
+            Py_XDECREF(exc);
+            Py_XDECREF(tb);
+            return res;
+        }
+        if (r.stop == STOP_END && PyBytes_Check(data) && r.pos == PyBytes_GET_SIZE(data))
+            Py_RETURN_NONE;
+        start = r.pos;
+    }
+    else {
+        Py_DECREF(fast);
+    }
+    PyObject *pos = PyLong_FromSsize_t(start);
+    if (pos == NULL)
+        return NULL;
+    PyObject *res = PyObject_CallMethodObjArgs(client, str_slow_path, data, pos, NULL);
+    Py_DECREF(pos);
+    return res;
+}
+
+static PyObject *
+FastReader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *client, *app;
+    static char *kwlist[] = {"client", "app", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:FastReader", kwlist, &client, &app))
+        return NULL;
+    FastReaderObject *self = (FastReaderObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    Py_INCREF(client);
+    Py_INCREF(app);
+    self->client = client;
+    self->app = app;
+    self->vectorcall = (vectorcallfunc)FastReader_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+FastReader_traverse(FastReaderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->client);
+    Py_VISIT(self->app);
+    return 0;
+}
+
+static int
+FastReader_clear(FastReaderObject *self)
+{
+    Py_CLEAR(self->client);
+    Py_CLEAR(self->app);
+    return 0;
+}
+
+static void
+FastReader_dealloc(FastReaderObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    FastReader_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject FastReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cachefleet.sidecar._speedups.FastReader",
+    .tp_basicsize = sizeof(FastReaderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "FastReader(client, app): client.data_received's common case in C. Called with "
+              "data, it runs route_requests on the client's armed fast tuple (client.fast, "
+              "valid while fast[0] is app.routes and the client is not closing) and calls "
+              "client._data_received(data, pos) for whatever it does not finish, "
+              "client._route_failed(exc) on an unexpected error.",
+    .tp_new = FastReader_new,
+    .tp_vectorcall_offset = offsetof(FastReaderObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_traverse = (traverseproc)FastReader_traverse,
+    .tp_clear = (inquiry)FastReader_clear,
+    .tp_dealloc = (destructor)FastReader_dealloc,
+};
+
+static PyObject *
+route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Routed r;
+    if (route_core(args, nargs, &r) < 0)
+        return NULL;
+    return Py_BuildValue("(ninli)", r.pos, r.stop, r.end, r.owner, r.reason);
 }
 
 /* A plain decimal length "-?[0-9]{1,15}" between p[i] and the CRLF at eol.
@@ -1003,7 +1169,7 @@ reply_end(const char *p, Py_ssize_t pos, Py_ssize_t size)
 
 /* -- deliver_replies: the shard connection's per-reply steps ------------------------------ */
 
-static PyObject *str_popleft, *str_pending, *str_closing, *str_transport, *str_write,
+static PyObject *str_popleft, *str_pending, *str_transport, *str_write,
     *str_parent, *str_part_done, *str_fd, *str_is_closing, *str_get_write_buffer_size;
 
 /* transport.write(data), with the system call made here when it can be: uvloop's write costs
@@ -1262,7 +1428,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (PyType_Ready(&RingType) < 0 || PyType_Ready(&RouteTableType) < 0)
+    if (PyType_Ready(&RingType) < 0 || PyType_Ready(&RouteTableType) < 0 ||
+        PyType_Ready(&FastReaderType) < 0)
         return NULL;
 #define INTERN(var, text)                                                                     \
     if ((var = PyUnicode_InternFromString(text)) == NULL)                                     \
@@ -1283,9 +1450,13 @@ PyInit__speedups(void)
     INTERN(str_parent, "parent")
     INTERN(str_part_done, "part_done")
     INTERN(str_fd, "fd")
+    INTERN(str_fast, "fast")
+    INTERN(str_routes, "routes")
+    INTERN(str_slow_path, "_data_received")
+    INTERN(str_route_failed, "_route_failed")
     INTERN(str_is_closing, "is_closing")
     INTERN(str_get_write_buffer_size, "get_write_buffer_size")
-    if ((one = PyLong_FromLong(1)) == NULL)
+    if ((one = PyLong_FromLong(1)) == NULL || (zero = PyLong_FromLong(0)) == NULL)
         return NULL;
 #undef INTERN
     PyObject *m = PyModule_Create(&module);
@@ -1300,6 +1471,12 @@ PyInit__speedups(void)
     Py_INCREF(&RouteTableType);
     if (PyModule_AddObject(m, "RouteTable", (PyObject *)&RouteTableType) < 0) {
         Py_DECREF(&RouteTableType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&FastReaderType);
+    if (PyModule_AddObject(m, "FastReader", (PyObject *)&FastReaderType) < 0) {
+        Py_DECREF(&FastReaderType);
         Py_DECREF(m);
         return NULL;
     }

@@ -36,8 +36,8 @@ from cachefleet.sidecar.resp import Bytes, ProtocolError, request_end
 from cachefleet.sidecar.route_table import FAST_COMMANDS, Outgoing, RouteTable, whole_key_hash
 from cachefleet.sidecar.router import send_same_shard, split
 from cachefleet.sidecar.slots import Slot
+from cachefleet.sidecar.speedups import make_fast_reader, socket_fd, write_now
 from cachefleet.sidecar.speedups import route_requests as _route
-from cachefleet.sidecar.speedups import socket_fd, write_now
 
 if TYPE_CHECKING:
     from cachefleet.sidecar.app import Sidecar
@@ -88,6 +88,10 @@ class ClientConnection(asyncio.Protocol):
         # queued by it and nothing since could change them (authed, protocol, the parser's
         # mode): the next data goes straight to C. Reset by any other path, set again after.
         self.fast: tuple[object, ...] | None = None
+        if make_fast_reader is not None:
+            # The C version of data_received below: uvloop looks the method up once, when the
+            # transport is made, and then calls this object for every read without a frame.
+            vars(self)["data_received"] = make_fast_reader(self, app)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -111,6 +115,7 @@ class ClientConnection(asyncio.Protocol):
         self.fd = -1
         self.closing = True
         self.fast = None  # it holds this object
+        vars(self).pop("data_received", None)  # so does the C data_received
         self.pending.clear()
         self.app.client_closed(self)
 
@@ -130,15 +135,19 @@ class ClientConnection(asyncio.Protocol):
             # The common case in one C call: complete fast requests, no bytes kept from before.
             try:
                 pos, stop, _, _, _ = _route(data, 0, *fast[1:])  # type: ignore[misc]
-            except Exception:  # a bug must cost this connection only, never the process
-                log.exception("client %s: unexpected error; closing its connection", self.peer)
-                self._protocol_error("internal error in the sidecar")
+            except Exception as error:
+                self._route_failed(error)
                 return
             if stop == STOP_END and pos == len(data):
                 return
             self._data_received(data, pos)
             return
         self._data_received(data, 0)
+
+    def _route_failed(self, error: BaseException) -> None:
+        """A bug must cost this connection only, never the process."""
+        log.error("client %s: unexpected error; closing its connection", self.peer, exc_info=error)
+        self._protocol_error("internal error in the sidecar")
 
     def _data_received(self, data: bytes, start: int) -> None:
         """Everything but the common case, from ``data[start:]``."""

@@ -28,6 +28,8 @@ MakeRouteTable = Callable[..., "NativeRouteTable"]
 route_requests: RouteRequests | None = None
 # BackendConnection.data_received's loop in one call
 deliver_replies: DeliverReplies | None = None
+# ClientConnection.data_received's common case in C: FastReader(client, app)
+make_fast_reader: Callable[[object, object], Callable[[bytes], None]] | None = None
 # transport.write with the system call made in C while the transport buffers nothing
 write_now: WriteNow | None = None
 make_ring: MakeRing | None = None  # (ring.tokens, ring.owners) -> key look-up in C
@@ -55,6 +57,7 @@ if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
         route_requests = _speedups.route_requests
         deliver_replies = _speedups.deliver_replies
         write_now = _speedups.write_now
+        make_fast_reader = _speedups.FastReader
         make_ring = _speedups.Ring
         make_route_table = _speedups.RouteTable
         make_hot_keys = _speedups.HotKeys
