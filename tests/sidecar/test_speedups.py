@@ -520,7 +520,7 @@ async def test_push_frames_never_take_a_waiter(
     from cachefleet.sidecar.stats import ShardStats
 
     if not native_loop:
-        monkeypatch.setattr(pool, "native_deliver", None)
+        monkeypatch.setattr(pool, "make_shard_reader", None)
     settings = pool.ShardSettings("s", "127.0.0.1", 1, 1.0, 1.0, None, None)
     flusher = Flusher(asyncio.get_running_loop())
     conn = pool.BackendConnection(settings, 3, flusher, ShardStats(), tracking=True)
@@ -606,7 +606,7 @@ def pure_python(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], None]]
         monkeypatch.setattr(server, "_route", None)
         monkeypatch.setattr(server, "make_fast_reader", None)
         monkeypatch.setattr(server, "write_now", None)
-        monkeypatch.setattr(pool, "native_deliver", None)
+        monkeypatch.setattr(pool, "make_shard_reader", None)
         monkeypatch.setattr(pool, "write_now", None)
 
     yield switch
@@ -790,3 +790,79 @@ def test_write_now_leaves_a_failing_socket_to_the_transport(
     transport = RecordingTransport()
     native.write_now(transport, ours.fileno(), b"+OK\r\n")
     assert transport.written == [b"+OK\r\n"]
+
+
+# -- ShardReader: BackendConnection.data_received in C ---------------------------------------
+
+
+class FakeShardConn:
+    """The attributes and methods of a BackendConnection that ShardReader uses."""
+
+    def __init__(self) -> None:
+        self.rest = b""
+        self.received = 0
+        self.waiters: collections.deque[Slot] = collections.deque()
+        self.on_push: Callable[[bytes], None] | None = None
+        self.marks: collections.deque[tuple[int, float, bytes, int]] = collections.deque()
+        self.observed: list[float] = []
+        self.in_python: list[bytes] = []
+        self.failed: list[str] = []
+
+    def _deliver_in_python(self, buf: bytes) -> None:
+        self.in_python.append(buf)
+
+    def fail(self, reason: str) -> None:
+        self.failed.append(reason)
+
+    def reader(self, now: float = 10.0) -> Callable[[bytes], None]:
+        reader: Callable[[bytes], None] = native.ShardReader(
+            self, print, self.observed.append, lambda: now, self.marks
+        )
+        return reader
+
+
+def waiting_client(conn: FakeShardConn) -> FakeClient:
+    client = FakeClient()
+    slot = Slot(client)
+    client.pending.append(slot)
+    conn.waiters.append(slot)
+    return client
+
+
+def test_the_shard_reader_keeps_a_cut_reply_and_times_each_answered_write() -> None:
+    conn = FakeShardConn()
+    first, second, third = (waiting_client(conn) for _ in range(3))
+    conn.marks.extend([(2, 9.5, b"", 2), (3, 9.75, b"", 1)])  # two writes: 2 requests, then 1
+    read = conn.reader(now=10.0)
+    read(b"+one\r\n$3\r\ntw")
+    assert (first.written, conn.rest, conn.received, conn.observed) == (
+        [b"+one\r\n"],
+        b"$3\r\ntw",
+        1,
+        [],
+    )
+    read(b"o\r\n+thr")
+    assert second.written == [b"$3\r\ntwo\r\n"]
+    assert (conn.rest, conn.received, conn.observed, len(conn.marks)) == (b"+thr", 2, [0.5], 1)
+    read(b"ee\r\n")
+    assert third.written == [b"+three\r\n"]
+    assert (conn.rest, conn.received, conn.observed, list(conn.marks)) == (b"", 3, [0.5, 0.25], [])
+
+
+def test_the_shard_reader_hands_what_it_does_not_claim_to_python_whole() -> None:
+    conn = FakeShardConn()
+    client = waiting_client(conn)
+    read = conn.reader()
+    read(b":1\r\n$")
+    assert client.written == [b":1\r\n"] and conn.rest == b"$"
+    read(b"+3\r\nabc\r\n")  # a length field that is not plain decimal
+    assert conn.in_python == [b"$+3\r\nabc\r\n"]  # the kept rest in front, nothing delivered
+    assert conn.rest == b"" and conn.received == 1
+
+
+def test_the_shard_reader_fails_the_connection_on_a_reply_nobody_asked_for() -> None:
+    conn = FakeShardConn()
+    client = waiting_client(conn)
+    conn.reader()(b"+OK\r\n+extra\r\n")
+    assert client.written == [b"+OK\r\n"]
+    assert conn.failed == ["a reply arrived that nobody asked for"]

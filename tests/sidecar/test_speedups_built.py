@@ -26,4 +26,6 @@ def test_the_c_extension_is_built_where_a_compiler_exists() -> None:
 
     assert speedups.route_requests is not None
     assert speedups.make_route_table is not None
-    assert speedups.deliver_replies is not None
+    assert speedups.make_fast_reader is not None
+    assert speedups.make_shard_reader is not None
+    assert speedups.write_now is not None

@@ -1350,16 +1350,12 @@ PyDoc_STRVAR(deliver_replies_doc,
 "push frame ('>', for example an invalidation of CLIENT TRACKING) is not a reply: it goes to\n"
 "push(raw) (dropped when push is None) and never takes a waiter.");
 
-static PyObject *
-deliver_replies(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* deliver_replies without its argument checks and result tuple: 1 with *count, *pos and
+ * *orphan set, 0 when the Python loop must take buf (nothing delivered), -1 on error. */
+static int
+deliver_core(PyObject *buf, PyObject *waiters, PyObject *add_client, PyObject *push,
+             Py_ssize_t *count_out, Py_ssize_t *pos_out, int *orphan_out)
 {
-    if (nargs < 3 || nargs > 4 || !PyBytes_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "deliver_replies(buf: bytes, waiters, add_client, push=None)");
-        return NULL;
-    }
-    PyObject *buf = args[0], *waiters = args[1], *add_client = args[2];
-    PyObject *push = nargs == 4 && args[3] != Py_None ? args[3] : NULL;
     const char *p = PyBytes_AS_STRING(buf);
     Py_ssize_t size = PyBytes_GET_SIZE(buf), pos = 0, count = 0;
     /* First the whole walk, so a fallback happens before anything is delivered. */
@@ -1368,7 +1364,7 @@ deliver_replies(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (end == INCOMPLETE)
             break;
         if (end == FALLBACK)
-            Py_RETURN_NONE;
+            return 0;
         pos = end;
     }
     Py_ssize_t stop = pos;
@@ -1382,7 +1378,7 @@ deliver_replies(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 PyObject *r = raw == NULL ? NULL : PyObject_CallOneArg(push, raw);
                 Py_XDECREF(raw);
                 if (r == NULL)
-                    return NULL;
+                    return -1;
                 Py_DECREF(r);
             }
             pos = end;
@@ -1390,25 +1386,265 @@ deliver_replies(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_ssize_t left = PyObject_Length(waiters);
         if (left < 0)
-            return NULL;
+            return -1;
         if (left == 0) {
             orphan = 1;
             break;
         }
         PyObject *slot = PyObject_CallMethodNoArgs(waiters, str_popleft);
         if (slot == NULL)
-            return NULL;
+            return -1;
         PyObject *raw = slice(buf, p, size, pos, end);
         int e = raw == NULL ? -1 : deliver_one(slot, raw, add_client);
         Py_XDECREF(raw);
         Py_DECREF(slot);
         if (e < 0)
-            return NULL;
+            return -1;
         count++;
         pos = end;
     }
+    *count_out = count;
+    *pos_out = pos;
+    *orphan_out = orphan;
+    return 1;
+}
+
+static PyObject *
+deliver_replies(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 3 || nargs > 4 || !PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "deliver_replies(buf: bytes, waiters, add_client, push=None)");
+        return NULL;
+    }
+    PyObject *push = nargs == 4 && args[3] != Py_None ? args[3] : NULL;
+    Py_ssize_t count, pos;
+    int orphan;
+    int done = deliver_core(args[0], args[1], args[2], push, &count, &pos, &orphan);
+    if (done < 0)
+        return NULL;
+    if (done == 0)
+        Py_RETURN_NONE;
     return Py_BuildValue("(nnO)", count, pos, orphan ? Py_True : Py_False);
 }
+
+/* A shard connection's data_received in C (BackendConnection.data_received is the reference):
+ * the kept incomplete rest joined in front, deliver_core, then the accounting of _received
+ * (the new rest, the replies counted, each write whose replies are all in timed with
+ * latency.observe), without a Python frame. A buffer deliver_core leaves to Python goes to
+ * conn._deliver_in_python(buf); a reply nobody asked for to conn.fail(why). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *conn;
+    PyObject *add_client; /* conn.flusher.add_client */
+    PyObject *observe;    /* conn.latency.observe */
+    PyObject *loop_time;  /* conn._loop.time */
+    PyObject *marks;      /* conn.marks: (requests sent up to it, time, bytes, count) per write */
+    vectorcallfunc vectorcall;
+} ShardReaderObject;
+
+static PyObject *str_rest, *str_received, *str_on_push, *str_deliver_in_python, *str_fail,
+    *orphan_reason, *empty_bytes;
+
+/* _received's steps: keep buf[pos:], count the replies, time each write fully answered. */
+static int
+shard_received(ShardReaderObject *self, PyObject *buf, Py_ssize_t pos, Py_ssize_t count)
+{
+    PyObject *conn = self->conn;
+    Py_ssize_t size = PyBytes_GET_SIZE(buf);
+    if (pos < size) {
+        PyObject *rest = PyBytes_FromStringAndSize(PyBytes_AS_STRING(buf) + pos, size - pos);
+        int e = rest == NULL ? -1 : PyObject_SetAttr(conn, str_rest, rest);
+        Py_XDECREF(rest);
+        if (e < 0)
+            return -1;
+    }
+    if (count == 0)
+        return 0;
+    PyObject *old = PyObject_GetAttr(conn, str_received);
+    if (old == NULL)
+        return -1;
+    Py_ssize_t received = PyLong_AsSsize_t(old);
+    Py_DECREF(old);
+    if (received == -1 && PyErr_Occurred())
+        return -1;
+    received += count;
+    PyObject *value = PyLong_FromSsize_t(received);
+    int e = value == NULL ? -1 : PyObject_SetAttr(conn, str_received, value);
+    Py_XDECREF(value);
+    if (e < 0)
+        return -1;
+    PyObject *now = NULL;
+    for (;;) {
+        Py_ssize_t n = PyObject_Length(self->marks);
+        if (n < 0)
+            goto fail;
+        if (n == 0)
+            break;
+        PyObject *mark = PySequence_GetItem(self->marks, 0);
+        if (mark == NULL)
+            goto fail;
+        if (!PyTuple_Check(mark) || PyTuple_GET_SIZE(mark) < 2) {
+            Py_DECREF(mark);
+            PyErr_SetString(PyExc_TypeError, "marks must hold (sent, time, ...) tuples");
+            goto fail;
+        }
+        Py_ssize_t upto = PyLong_AsSsize_t(PyTuple_GET_ITEM(mark, 0));
+        if (upto == -1 && PyErr_Occurred()) {
+            Py_DECREF(mark);
+            goto fail;
+        }
+        if (upto > received) {
+            Py_DECREF(mark);
+            break;
+        }
+        if (now == NULL && (now = PyObject_CallNoArgs(self->loop_time)) == NULL) {
+            Py_DECREF(mark);
+            goto fail;
+        }
+        PyObject *seconds = PyNumber_Subtract(now, PyTuple_GET_ITEM(mark, 1));
+        Py_DECREF(mark);
+        if (seconds == NULL)
+            goto fail;
+        PyObject *r = PyObject_CallMethodNoArgs(self->marks, str_popleft);
+        if (r == NULL) {
+            Py_DECREF(seconds);
+            goto fail;
+        }
+        Py_DECREF(r);
+        r = PyObject_CallOneArg(self->observe, seconds);
+        Py_DECREF(seconds);
+        if (r == NULL)
+            goto fail;
+        Py_DECREF(r);
+    }
+    Py_XDECREF(now);
+    return 0;
+fail:
+    Py_XDECREF(now);
+    return -1;
+}
+
+static PyObject *
+ShardReader_vectorcall(ShardReaderObject *self, PyObject *const *args, size_t nargsf,
+                       PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "data_received(data)");
+        return NULL;
+    }
+    PyObject *conn = self->conn, *data = args[0];
+    PyObject *rest = PyObject_GetAttr(conn, str_rest);
+    if (rest == NULL)
+        return NULL;
+    PyObject *buf;
+    if (PyBytes_Check(rest) && PyBytes_GET_SIZE(rest) > 0) {
+        buf = PySequence_Concat(rest, data);
+        Py_DECREF(rest);
+        if (buf == NULL || PyObject_SetAttr(conn, str_rest, empty_bytes) < 0) {
+            Py_XDECREF(buf);
+            return NULL;
+        }
+    }
+    else {
+        Py_DECREF(rest);
+        Py_INCREF(data);
+        buf = data;
+    }
+    PyObject *result = NULL;
+    if (!PyBytes_CheckExact(buf)) {
+        result = PyObject_CallMethodOneArg(conn, str_deliver_in_python, buf);
+        Py_DECREF(buf);
+        return result;
+    }
+    PyObject *waiters = PyObject_GetAttr(conn, str_waiters);
+    PyObject *push = waiters == NULL ? NULL : PyObject_GetAttr(conn, str_on_push);
+    if (push == NULL) {
+        Py_XDECREF(waiters);
+        Py_DECREF(buf);
+        return NULL;
+    }
+    Py_ssize_t count = 0, pos = 0;
+    int orphan = 0;
+    int done = deliver_core(buf, waiters, self->add_client, push == Py_None ? NULL : push,
+                            &count, &pos, &orphan);
+    Py_DECREF(waiters);
+    Py_DECREF(push);
+    if (done == 0)
+        result = PyObject_CallMethodOneArg(conn, str_deliver_in_python, buf);
+    else if (done > 0 && orphan)
+        result = PyObject_CallMethodOneArg(conn, str_fail, orphan_reason);
+    else if (done > 0 && shard_received(self, buf, pos, count) == 0) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+    }
+    Py_DECREF(buf);
+    return result;
+}
+
+static PyObject *
+ShardReader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *conn, *add_client, *observe, *loop_time, *marks;
+    static char *kwlist[] = {"conn", "add_client", "observe", "loop_time", "marks", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:ShardReader", kwlist, &conn,
+                                     &add_client, &observe, &loop_time, &marks))
+        return NULL;
+    ShardReaderObject *self = (ShardReaderObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->conn = Py_NewRef(conn);
+    self->add_client = Py_NewRef(add_client);
+    self->observe = Py_NewRef(observe);
+    self->loop_time = Py_NewRef(loop_time);
+    self->marks = Py_NewRef(marks);
+    self->vectorcall = (vectorcallfunc)ShardReader_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+ShardReader_traverse(ShardReaderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->conn);
+    Py_VISIT(self->add_client);
+    Py_VISIT(self->observe);
+    Py_VISIT(self->loop_time);
+    Py_VISIT(self->marks);
+    return 0;
+}
+
+static int
+ShardReader_clear(ShardReaderObject *self)
+{
+    Py_CLEAR(self->conn);
+    Py_CLEAR(self->add_client);
+    Py_CLEAR(self->observe);
+    Py_CLEAR(self->loop_time);
+    Py_CLEAR(self->marks);
+    return 0;
+}
+
+static void
+ShardReader_dealloc(ShardReaderObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    ShardReader_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject ShardReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cachefleet.sidecar._speedups.ShardReader",
+    .tp_basicsize = sizeof(ShardReaderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "ShardReader(conn, add_client, observe, loop_time, marks): "
+              "BackendConnection.data_received in C (see pool.py).",
+    .tp_new = ShardReader_new,
+    .tp_vectorcall_offset = offsetof(ShardReaderObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_traverse = (traverseproc)ShardReader_traverse,
+    .tp_clear = (inquiry)ShardReader_clear,
+    .tp_dealloc = (destructor)ShardReader_dealloc,
+};
 
 static PyMethodDef methods[] = {
     {"route_requests", (PyCFunction)(void (*)(void))route_requests, METH_FASTCALL,
@@ -1429,7 +1665,7 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     if (PyType_Ready(&RingType) < 0 || PyType_Ready(&RouteTableType) < 0 ||
-        PyType_Ready(&FastReaderType) < 0)
+        PyType_Ready(&FastReaderType) < 0 || PyType_Ready(&ShardReaderType) < 0)
         return NULL;
 #define INTERN(var, text)                                                                     \
     if ((var = PyUnicode_InternFromString(text)) == NULL)                                     \
@@ -1451,12 +1687,19 @@ PyInit__speedups(void)
     INTERN(str_part_done, "part_done")
     INTERN(str_fd, "fd")
     INTERN(str_fast, "fast")
+    INTERN(str_rest, "rest")
+    INTERN(str_received, "received")
+    INTERN(str_on_push, "on_push")
+    INTERN(str_deliver_in_python, "_deliver_in_python")
+    INTERN(str_fail, "fail")
+    INTERN(orphan_reason, "a reply arrived that nobody asked for")
     INTERN(str_routes, "routes")
     INTERN(str_slow_path, "_data_received")
     INTERN(str_route_failed, "_route_failed")
     INTERN(str_is_closing, "is_closing")
     INTERN(str_get_write_buffer_size, "get_write_buffer_size")
-    if ((one = PyLong_FromLong(1)) == NULL || (zero = PyLong_FromLong(0)) == NULL)
+    if ((one = PyLong_FromLong(1)) == NULL || (zero = PyLong_FromLong(0)) == NULL ||
+        (empty_bytes = PyBytes_FromStringAndSize("", 0)) == NULL)
         return NULL;
 #undef INTERN
     PyObject *m = PyModule_Create(&module);
@@ -1477,6 +1720,12 @@ PyInit__speedups(void)
     Py_INCREF(&FastReaderType);
     if (PyModule_AddObject(m, "FastReader", (PyObject *)&FastReaderType) < 0) {
         Py_DECREF(&FastReaderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&ShardReaderType);
+    if (PyModule_AddObject(m, "ShardReader", (PyObject *)&ShardReaderType) < 0) {
+        Py_DECREF(&ShardReaderType);
         Py_DECREF(m);
         return NULL;
     }

@@ -26,8 +26,7 @@ from cachefleet.sidecar.commands import CommandSpec
 from cachefleet.sidecar.flusher import Flusher
 from cachefleet.sidecar.resp import Bytes, split_replies, split_requests
 from cachefleet.sidecar.slots import PartSlot, Slot
-from cachefleet.sidecar.speedups import deliver_replies as native_deliver
-from cachefleet.sidecar.speedups import socket_fd, write_now
+from cachefleet.sidecar.speedups import make_shard_reader, socket_fd, write_now
 from cachefleet.sidecar.stats import ShardStats
 
 log = logging.getLogger("cachefleet.sidecar.pool")
@@ -115,6 +114,12 @@ class BackendConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._connector: asyncio.Task[None] | None = None
         self._down_error = b""
+        if make_shard_reader is not None:
+            # The C version of data_received: uvloop looks the method up each time it makes a
+            # transport for this connection, and then calls this object for every read.
+            vars(self)["data_received"] = make_shard_reader(
+                self, flusher.add_client, self.latency.observe, self._loop.time, self.marks
+            )
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -153,21 +158,16 @@ class BackendConnection(asyncio.Protocol):
     # -- receiving -------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        """The reference: with the C extension, ``_speedups.ShardReader`` (set in __init__)
+        takes every read instead, and hands buffers it does not claim to _deliver_in_python."""
         if self.rest:
             buf = self.rest + data
             self.rest = b""
         else:
             buf = data
-        if native_deliver is not None:
-            # The loop below in one C call (None: a length field it leaves to Python).
-            done = native_deliver(buf, self.waiters, self.flusher.add_client, self.on_push)
-            if done is not None:
-                count, pos, orphan = done
-                if orphan:
-                    self.fail("a reply arrived that nobody asked for")
-                    return
-                self._received(buf, pos, count)
-                return
+        self._deliver_in_python(buf)
+
+    def _deliver_in_python(self, buf: bytes) -> None:
         replies, pos = split_replies(buf)
         waiters = self.waiters
         flusher = self.flusher
@@ -355,6 +355,7 @@ class BackendConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.state = CLOSED
+        vars(self).pop("data_received", None)  # it holds this object: no cycle left behind
         if self._connector is not None and not self._connector.done():
             self._connector.cancel()
         transport, self.transport = self.transport, None

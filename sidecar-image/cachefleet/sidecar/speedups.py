@@ -19,17 +19,16 @@ if TYPE_CHECKING:
 
 # (pos, stop, end, owner, reason); see _speedups.c
 RouteRequests = Callable[..., tuple[int, int, int, int, int]]
-DeliverReplies = Callable[..., tuple[int, int, bool] | None]
 WriteNow = Callable[[object, int, bytes | bytearray], None]
 MakeRing = Callable[[Sequence[int], Sequence[int]], "NativeRing"]
 MakeRouteTable = Callable[..., "NativeRouteTable"]
 
 # The client loop's steps for every fast request, with the route table's decision, in one call
 route_requests: RouteRequests | None = None
-# BackendConnection.data_received's loop in one call
-deliver_replies: DeliverReplies | None = None
 # ClientConnection.data_received's common case in C: FastReader(client, app)
 make_fast_reader: Callable[[object, object], Callable[[bytes], None]] | None = None
+# BackendConnection.data_received in C: ShardReader(conn, add_client, observe, loop_time, marks)
+make_shard_reader: Callable[..., Callable[[bytes], None]] | None = None
 # transport.write with the system call made in C while the transport buffers nothing
 write_now: WriteNow | None = None
 make_ring: MakeRing | None = None  # (ring.tokens, ring.owners) -> key look-up in C
@@ -55,9 +54,9 @@ if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
         pass
     else:
         route_requests = _speedups.route_requests
-        deliver_replies = _speedups.deliver_replies
         write_now = _speedups.write_now
         make_fast_reader = _speedups.FastReader
+        make_shard_reader = _speedups.ShardReader
         make_ring = _speedups.Ring
         make_route_table = _speedups.RouteTable
         make_hot_keys = _speedups.HotKeys
