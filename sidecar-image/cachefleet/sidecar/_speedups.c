@@ -23,6 +23,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -588,6 +589,157 @@ static PyTypeObject RouteTableType = {
 
 static PyObject *str_state, *str_out, *str_waiters, *str_dirty, *str_send, *str_append,
     *str_client, *str_reply, *one;
+static PyObject *str_fast, *str_routes, *str_closing, *str_slow_path, *str_route_failed, *zero;
+static PyObject *str_popleft, *str_pending, *str_transport, *str_write, *str_parent,
+    *str_part_done, *str_fd, *str_is_closing, *str_get_write_buffer_size;
+static PyObject *str_rest, *str_received, *str_on_push, *str_deliver_in_python, *str_fail,
+    *orphan_reason, *empty_bytes;
+
+/* -- the fields the loops touch, in C ------------------------------------------------------
+ * ClientCore, BackendCore and SlotCore are the C bases of server.ClientConnection,
+ * pool.BackendConnection and slots.Slot: the fields these loops read and write on every
+ * request live in their structs (Python sees them as ordinary attributes), so the loops reach
+ * them by offset instead of a look-up by name. Objects of other types (the tests' fakes) are
+ * read and written through their attributes, with the same result. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *pending, *transport, *fd, *closing, *dirty, *fast;
+} ClientCoreObject;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *state, *out, *waiters, *dirty, *rest, *received, *on_push;
+} BackendCoreObject;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *client, *reply;
+} SlotCoreObject;
+
+static PyTypeObject ClientCoreType, BackendCoreType, SlotCoreType;
+
+#define FIELD_COUNT(T) ((Py_ssize_t)((sizeof(T) - sizeof(PyObject)) / sizeof(PyObject *)))
+
+static PyObject **
+fields_of(PyObject *self)
+{
+    return (PyObject **)((char *)self + sizeof(PyObject));
+}
+
+static Py_ssize_t
+field_count(PyObject *self)
+{
+    PyTypeObject *t = Py_TYPE(self);
+    if (PyType_IsSubtype(t, &ClientCoreType))
+        return FIELD_COUNT(ClientCoreObject);
+    if (PyType_IsSubtype(t, &BackendCoreType))
+        return FIELD_COUNT(BackendCoreObject);
+    return FIELD_COUNT(SlotCoreObject);
+}
+
+static int
+Core_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    PyObject **fields = fields_of(self);
+    for (Py_ssize_t i = 0, n = field_count(self); i < n; i++)
+        Py_VISIT(fields[i]);
+    return 0;
+}
+
+static int
+Core_clear(PyObject *self)
+{
+    PyObject **fields = fields_of(self);
+    for (Py_ssize_t i = 0, n = field_count(self); i < n; i++)
+        Py_CLEAR(fields[i]);
+    return 0;
+}
+
+static void
+Core_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Core_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+#define MEMBER(T, name) {#name, T_OBJECT_EX, offsetof(T, name), 0, NULL}
+
+static PyMemberDef ClientCore_members[] = {
+    MEMBER(ClientCoreObject, pending), MEMBER(ClientCoreObject, transport),
+    MEMBER(ClientCoreObject, fd),      MEMBER(ClientCoreObject, closing),
+    MEMBER(ClientCoreObject, dirty),   MEMBER(ClientCoreObject, fast),
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMemberDef BackendCore_members[] = {
+    MEMBER(BackendCoreObject, state),    MEMBER(BackendCoreObject, out),
+    MEMBER(BackendCoreObject, waiters),  MEMBER(BackendCoreObject, dirty),
+    MEMBER(BackendCoreObject, rest),     MEMBER(BackendCoreObject, received),
+    MEMBER(BackendCoreObject, on_push),
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMemberDef SlotCore_members[] = {
+    MEMBER(SlotCoreObject, client),
+    MEMBER(SlotCoreObject, reply),
+    {NULL, 0, 0, 0, NULL},
+};
+
+#define CORE_TYPE(var, T, name, members, doc)                                                \
+    static PyTypeObject var = {                                                              \
+        PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cachefleet.sidecar._speedups." name,      \
+        .tp_basicsize = sizeof(T),                                                           \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,          \
+        .tp_doc = doc,                                                                       \
+        .tp_new = PyType_GenericNew,                                                         \
+        .tp_members = members,                                                               \
+        .tp_traverse = Core_traverse,                                                        \
+        .tp_clear = Core_clear,                                                              \
+        .tp_dealloc = Core_dealloc,                                                          \
+    };
+
+CORE_TYPE(ClientCoreType, ClientCoreObject, "ClientCore", ClientCore_members,
+          "The C base of server.ClientConnection: the fields the C loops use.")
+CORE_TYPE(BackendCoreType, BackendCoreObject, "BackendCore", BackendCore_members,
+          "The C base of pool.BackendConnection: the fields the C loops use.")
+CORE_TYPE(SlotCoreType, SlotCoreObject, "SlotCore", SlotCore_members,
+          "The C base of slots.Slot: its client and reply.")
+
+/* obj.<name>, by offset when obj has the C base `core`; a new reference, or NULL with
+ * AttributeError when unset, as a look-up by name gives. */
+static PyObject *
+get_field(PyObject *obj, PyTypeObject *core, Py_ssize_t offset, PyObject *name)
+{
+    if (PyObject_TypeCheck(obj, core)) {
+        PyObject *value = *(PyObject **)((char *)obj + offset);
+        if (value != NULL)
+            return Py_NewRef(value);
+    }
+    return PyObject_GetAttr(obj, name);
+}
+
+/* obj.<name> = value, by offset when obj has the C base `core`; 0 or -1. */
+static int
+set_field(PyObject *obj, PyTypeObject *core, Py_ssize_t offset, PyObject *name, PyObject *value)
+{
+    if (PyObject_TypeCheck(obj, core)) {
+        Py_XSETREF(*(PyObject **)((char *)obj + offset), Py_NewRef(value));
+        return 0;
+    }
+    return PyObject_SetAttr(obj, name, value);
+}
+
+#define CLIENT_GET(obj, f)                                                                   \
+    get_field(obj, &ClientCoreType, offsetof(ClientCoreObject, f), str_##f)
+#define BACKEND_GET(obj, f)                                                                  \
+    get_field(obj, &BackendCoreType, offsetof(BackendCoreObject, f), str_##f)
+#define BACKEND_SET(obj, f, v)                                                               \
+    set_field(obj, &BackendCoreType, offsetof(BackendCoreObject, f), str_##f, v)
+#define SLOT_GET(obj, f) get_field(obj, &SlotCoreType, offsetof(SlotCoreObject, f), str_##f)
+#define SLOT_SET(obj, f, v)                                                                  \
+    set_field(obj, &SlotCoreType, offsetof(SlotCoreObject, f), str_##f, v)
 
 /* counts[spec] += 1, as counts.get(spec, 0) + 1 */
 static int
@@ -614,7 +766,8 @@ bump(PyObject *counts, PyObject *spec)
 static int
 register_unless_dirty(PyObject *obj, PyObject *add)
 {
-    PyObject *dirty = PyObject_GetAttr(obj, str_dirty);
+    PyObject *dirty = PyObject_TypeCheck(obj, &BackendCoreType) ? BACKEND_GET(obj, dirty)
+                                                                 : CLIENT_GET(obj, dirty);
     if (dirty == NULL)
         return -1;
     int is_dirty = PyObject_IsTrue(dirty);
@@ -637,8 +790,7 @@ new_slot(PyTypeObject *slot_type, PyObject *client)
     PyObject *slot = slot_type->tp_alloc(slot_type, 0);
     if (slot == NULL)
         return NULL;
-    if (PyObject_SetAttr(slot, str_client, client) < 0 ||
-        PyObject_SetAttr(slot, str_reply, Py_None) < 0) {
+    if (SLOT_SET(slot, client, client) < 0 || SLOT_SET(slot, reply, Py_None) < 0) {
         Py_DECREF(slot);
         return NULL;
     }
@@ -662,7 +814,7 @@ enqueue_one(PyObject *raw, PyObject *spec, PyObject *target, PyObject *client,
     Py_DECREF(r);
     if (bump(counts, spec) < 0)
         goto fail;
-    PyObject *state = PyObject_GetAttr(conn, str_state);
+    PyObject *state = BACKEND_GET(conn, state);
     if (state == NULL)
         goto fail;
     int is_ready = PyObject_RichCompareBool(state, ready, Py_EQ);
@@ -670,7 +822,7 @@ enqueue_one(PyObject *raw, PyObject *spec, PyObject *target, PyObject *client,
     if (is_ready < 0)
         goto fail;
     if (is_ready) { /* BackendConnection.send, inlined as in the Python loop */
-        PyObject *out = PyObject_GetAttr(conn, str_out);
+        PyObject *out = BACKEND_GET(conn, out);
         if (out == NULL)
             goto fail;
         int e = PyList_Check(out) ? PyList_Append(out, raw) : -1;
@@ -679,7 +831,7 @@ enqueue_one(PyObject *raw, PyObject *spec, PyObject *target, PyObject *client,
         Py_DECREF(out);
         if (e < 0)
             goto fail;
-        PyObject *waiters = PyObject_GetAttr(conn, str_waiters);
+        PyObject *waiters = BACKEND_GET(conn, waiters);
         if (waiters == NULL)
             goto fail;
         r = PyObject_CallMethodOneArg(waiters, str_append, slot);
@@ -737,7 +889,7 @@ l1_serve(RouteTableObject *table, const char *key, Py_ssize_t len, PyObject *cli
     PyObject *reply = PyTuple_GET_ITEM(entry, 0);
     Py_INCREF(reply); /* the entry may go while Python code runs below */
     PyObject *slot = new_slot(slot_type, client);
-    int e = slot == NULL ? -1 : PyObject_SetAttr(slot, str_reply, reply);
+    int e = slot == NULL ? -1 : SLOT_SET(slot, reply, reply);
     Py_DECREF(reply);
     if (e == 0) {
         PyObject *r = PyObject_CallOneArg(pending_append, slot);
@@ -928,8 +1080,6 @@ typedef struct {
     vectorcallfunc vectorcall;
 } FastReaderObject;
 
-static PyObject *str_fast, *str_routes, *str_closing, *str_slow_path, *str_route_failed, *zero;
-
 static PyObject *
 FastReader_vectorcall(FastReaderObject *self, PyObject *const *args, size_t nargsf,
                       PyObject *kwnames)
@@ -940,7 +1090,7 @@ FastReader_vectorcall(FastReaderObject *self, PyObject *const *args, size_t narg
         return NULL;
     }
     PyObject *data = args[0], *client = self->client;
-    PyObject *fast = PyObject_GetAttr(client, str_fast);
+    PyObject *fast = CLIENT_GET(client, fast);
     if (fast == NULL)
         return NULL;
     int armed = 0;
@@ -952,7 +1102,7 @@ FastReader_vectorcall(FastReaderObject *self, PyObject *const *args, size_t narg
         }
         Py_DECREF(routes); /* only its identity is compared */
         if (PyTuple_GET_ITEM(fast, 0) == routes) {
-            PyObject *closing = PyObject_GetAttr(client, str_closing);
+            PyObject *closing = CLIENT_GET(client, closing);
             int is_closing = closing == NULL ? -1 : PyObject_IsTrue(closing);
             Py_XDECREF(closing);
             if (is_closing < 0) {
@@ -1169,8 +1319,6 @@ reply_end(const char *p, Py_ssize_t pos, Py_ssize_t size)
 
 /* -- deliver_replies: the shard connection's per-reply steps ------------------------------ */
 
-static PyObject *str_popleft, *str_pending, *str_transport, *str_write,
-    *str_parent, *str_part_done, *str_fd, *str_is_closing, *str_get_write_buffer_size;
 
 /* transport.write(data), with the system call made here when it can be: uvloop's write costs
  * about a microsecond of Python-level work per call, more than the rest of a reply's delivery.
@@ -1236,7 +1384,7 @@ static int
 deliver_one(PyObject *slot, PyObject *raw, PyObject *add_client)
 {
     PyObject *r;
-    PyObject *client = PyObject_GetAttr(slot, str_client);
+    PyObject *client = SLOT_GET(slot, client);
     if (client == NULL)
         return -1;
     if (client == Py_None) {
@@ -1257,7 +1405,7 @@ deliver_one(PyObject *slot, PyObject *raw, PyObject *add_client)
         return 0;
     }
     int only = 0;
-    PyObject *pending = PyObject_GetAttr(client, str_pending);
+    PyObject *pending = CLIENT_GET(client, pending);
     if (pending == NULL)
         goto fail;
     Py_ssize_t n = PyObject_Length(pending);
@@ -1269,7 +1417,7 @@ deliver_one(PyObject *slot, PyObject *raw, PyObject *add_client)
             goto fail_pending;
         Py_DECREF(first); /* only its identity is compared */
         if (first == slot) {
-            PyObject *closing = PyObject_GetAttr(client, str_closing);
+            PyObject *closing = CLIENT_GET(client, closing);
             if (closing == NULL)
                 goto fail_pending;
             int is_closing = PyObject_IsTrue(closing);
@@ -1285,11 +1433,11 @@ deliver_one(PyObject *slot, PyObject *raw, PyObject *add_client)
             goto fail_pending;
         Py_DECREF(r);
         Py_DECREF(pending);
-        PyObject *transport = PyObject_GetAttr(client, str_transport);
+        PyObject *transport = CLIENT_GET(client, transport);
         if (transport == NULL)
             goto fail;
         if (transport != Py_None) {
-            PyObject *fd_obj = PyObject_GetAttr(client, str_fd);
+            PyObject *fd_obj = CLIENT_GET(client, fd);
             long fd = fd_obj == NULL ? -1 : PyLong_AsLong(fd_obj);
             Py_XDECREF(fd_obj);
             if ((fd_obj == NULL || (fd == -1 && PyErr_Occurred())) ||
@@ -1302,7 +1450,7 @@ deliver_one(PyObject *slot, PyObject *raw, PyObject *add_client)
     }
     else {
         Py_DECREF(pending);
-        if (PyObject_SetAttr(slot, str_reply, raw) < 0)
+        if (SLOT_SET(slot, reply, raw) < 0)
             goto fail;
         if (register_unless_dirty(client, add_client) < 0)
             goto fail;
@@ -1443,8 +1591,6 @@ typedef struct {
     vectorcallfunc vectorcall;
 } ShardReaderObject;
 
-static PyObject *str_rest, *str_received, *str_on_push, *str_deliver_in_python, *str_fail,
-    *orphan_reason, *empty_bytes;
 
 /* _received's steps: keep buf[pos:], count the replies, time each write fully answered. */
 static int
@@ -1454,14 +1600,14 @@ shard_received(ShardReaderObject *self, PyObject *buf, Py_ssize_t pos, Py_ssize_
     Py_ssize_t size = PyBytes_GET_SIZE(buf);
     if (pos < size) {
         PyObject *rest = PyBytes_FromStringAndSize(PyBytes_AS_STRING(buf) + pos, size - pos);
-        int e = rest == NULL ? -1 : PyObject_SetAttr(conn, str_rest, rest);
+        int e = rest == NULL ? -1 : BACKEND_SET(conn, rest, rest);
         Py_XDECREF(rest);
         if (e < 0)
             return -1;
     }
     if (count == 0)
         return 0;
-    PyObject *old = PyObject_GetAttr(conn, str_received);
+    PyObject *old = BACKEND_GET(conn, received);
     if (old == NULL)
         return -1;
     Py_ssize_t received = PyLong_AsSsize_t(old);
@@ -1470,7 +1616,7 @@ shard_received(ShardReaderObject *self, PyObject *buf, Py_ssize_t pos, Py_ssize_
         return -1;
     received += count;
     PyObject *value = PyLong_FromSsize_t(received);
-    int e = value == NULL ? -1 : PyObject_SetAttr(conn, str_received, value);
+    int e = value == NULL ? -1 : BACKEND_SET(conn, received, value);
     Py_XDECREF(value);
     if (e < 0)
         return -1;
@@ -1534,14 +1680,14 @@ ShardReader_vectorcall(ShardReaderObject *self, PyObject *const *args, size_t na
         return NULL;
     }
     PyObject *conn = self->conn, *data = args[0];
-    PyObject *rest = PyObject_GetAttr(conn, str_rest);
+    PyObject *rest = BACKEND_GET(conn, rest);
     if (rest == NULL)
         return NULL;
     PyObject *buf;
     if (PyBytes_Check(rest) && PyBytes_GET_SIZE(rest) > 0) {
         buf = PySequence_Concat(rest, data);
         Py_DECREF(rest);
-        if (buf == NULL || PyObject_SetAttr(conn, str_rest, empty_bytes) < 0) {
+        if (buf == NULL || BACKEND_SET(conn, rest, empty_bytes) < 0) {
             Py_XDECREF(buf);
             return NULL;
         }
@@ -1557,8 +1703,8 @@ ShardReader_vectorcall(ShardReaderObject *self, PyObject *const *args, size_t na
         Py_DECREF(buf);
         return result;
     }
-    PyObject *waiters = PyObject_GetAttr(conn, str_waiters);
-    PyObject *push = waiters == NULL ? NULL : PyObject_GetAttr(conn, str_on_push);
+    PyObject *waiters = BACKEND_GET(conn, waiters);
+    PyObject *push = waiters == NULL ? NULL : BACKEND_GET(conn, on_push);
     if (push == NULL) {
         Py_XDECREF(waiters);
         Py_DECREF(buf);
@@ -1665,7 +1811,9 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     if (PyType_Ready(&RingType) < 0 || PyType_Ready(&RouteTableType) < 0 ||
-        PyType_Ready(&FastReaderType) < 0 || PyType_Ready(&ShardReaderType) < 0)
+        PyType_Ready(&FastReaderType) < 0 || PyType_Ready(&ShardReaderType) < 0 ||
+        PyType_Ready(&ClientCoreType) < 0 || PyType_Ready(&BackendCoreType) < 0 ||
+        PyType_Ready(&SlotCoreType) < 0)
         return NULL;
 #define INTERN(var, text)                                                                     \
     if ((var = PyUnicode_InternFromString(text)) == NULL)                                     \
@@ -1726,6 +1874,11 @@ PyInit__speedups(void)
     Py_INCREF(&ShardReaderType);
     if (PyModule_AddObject(m, "ShardReader", (PyObject *)&ShardReaderType) < 0) {
         Py_DECREF(&ShardReaderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddType(m, &ClientCoreType) < 0 || PyModule_AddType(m, &BackendCoreType) < 0 ||
+        PyModule_AddType(m, &SlotCoreType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

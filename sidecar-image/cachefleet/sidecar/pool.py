@@ -26,7 +26,7 @@ from cachefleet.sidecar.commands import CommandSpec
 from cachefleet.sidecar.flusher import Flusher
 from cachefleet.sidecar.resp import Bytes, split_replies, split_requests
 from cachefleet.sidecar.slots import PartSlot, Slot
-from cachefleet.sidecar.speedups import make_shard_reader, socket_fd, write_now
+from cachefleet.sidecar.speedups import BackendCore, make_shard_reader, socket_fd, write_now
 from cachefleet.sidecar.stats import ShardStats
 
 log = logging.getLogger("cachefleet.sidecar.pool")
@@ -77,7 +77,7 @@ class _Handshake:
             self.backend.fail(f"handshake refused: {message}")
 
 
-class BackendConnection(asyncio.Protocol):
+class BackendConnection(BackendCore, asyncio.Protocol):
     def __init__(
         self,
         settings: ShardSettings,

@@ -36,7 +36,7 @@ from cachefleet.sidecar.resp import Bytes, ProtocolError, request_end
 from cachefleet.sidecar.route_table import FAST_COMMANDS, Outgoing, RouteTable, whole_key_hash
 from cachefleet.sidecar.router import send_same_shard, split
 from cachefleet.sidecar.slots import Slot
-from cachefleet.sidecar.speedups import make_fast_reader, socket_fd, write_now
+from cachefleet.sidecar.speedups import ClientCore, make_fast_reader, socket_fd, write_now
 from cachefleet.sidecar.speedups import route_requests as _route
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def _arguments(raw: bytes) -> list[bytes]:
     return cast(list[bytes], reader.gets())
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(ClientCore, asyncio.Protocol):
     def __init__(self, app: Sidecar) -> None:
         self.app = app
         self.flusher = app.flusher

@@ -12,6 +12,8 @@ import asyncio
 import collections
 from typing import Protocol
 
+from cachefleet.sidecar.speedups import SlotCore
+
 
 class ReplySink(Protocol):
     """A client connection, as seen by whoever fills its slots."""
@@ -31,13 +33,14 @@ class PartSink(Protocol):
     def part_done(self, slot: Slot, reply: bytes) -> None: ...
 
 
-class Slot:
+class Slot(SlotCore):
     """A pending reply for ``client`` (None for a PartSlot, whose ``parent`` takes the reply).
 
-    Plain slots are allocated once per request, so they carry two fields and nothing else.
+    Plain slots are allocated once per request, so they carry two fields and nothing else
+    (in their base: in C with the extension, where the C loops reach them by offset).
     """
 
-    __slots__ = ("client", "reply")
+    __slots__ = ()
 
     parent: PartSink | None = None
     index: int = 0

@@ -38,6 +38,18 @@ make_route_table: MakeRouteTable | None = None
 make_hot_keys: type[NativeHotKeys] | None = None
 
 
+class PlainCore:
+    """Without the C extension, the base of the connection classes: their fields stay in their
+    ``__dict__``. With it, ``_speedups.ClientCore`` and ``BackendCore`` hold the fields the C
+    loops use in C (ordinary attributes to Python)."""
+
+
+class PlainSlotCore:
+    """Without the C extension, the base of ``slots.Slot``; with it, ``_speedups.SlotCore``."""
+
+    __slots__ = ("client", "reply")
+
+
 def socket_fd(transport: asyncio.BaseTransport) -> int:
     """The socket under a transport, for write_now; -1 when its bytes must go through the
     transport (TLS, or no socket)."""
@@ -46,6 +58,8 @@ def socket_fd(transport: asyncio.BaseTransport) -> int:
         return -1
     return int(sock.fileno())
 
+
+native_cores: tuple[type, type, type] | None = None
 
 if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
     try:
@@ -57,6 +71,16 @@ if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
         write_now = _speedups.write_now
         make_fast_reader = _speedups.FastReader
         make_shard_reader = _speedups.ShardReader
+        native_cores = (_speedups.ClientCore, _speedups.BackendCore, _speedups.SlotCore)
         make_ring = _speedups.Ring
         make_route_table = _speedups.RouteTable
         make_hot_keys = _speedups.HotKeys
+
+if TYPE_CHECKING:  # the classes are checked against the plain bases: the same attributes
+    ClientCore = PlainCore
+    BackendCore = PlainCore
+    SlotCore = PlainSlotCore
+elif native_cores is not None:
+    ClientCore, BackendCore, SlotCore = native_cores
+else:
+    ClientCore, BackendCore, SlotCore = PlainCore, PlainCore, PlainSlotCore
