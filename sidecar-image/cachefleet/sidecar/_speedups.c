@@ -593,7 +593,7 @@ static PyObject *str_fast, *str_routes, *str_closing, *str_slow_path, *str_route
 static PyObject *str_popleft, *str_pending, *str_transport, *str_write, *str_parent,
     *str_part_done, *str_fd, *str_is_closing, *str_get_write_buffer_size;
 static PyObject *str_rest, *str_received, *str_on_push, *str_deliver_in_python, *str_fail,
-    *orphan_reason, *empty_bytes;
+    *orphan_reason, *empty_bytes, *str_sent, *str_join;
 
 /* -- the fields the loops touch, in C ------------------------------------------------------
  * ClientCore, BackendCore and SlotCore are the C bases of server.ClientConnection,
@@ -609,7 +609,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *state, *out, *waiters, *dirty, *rest, *received, *on_push;
+    PyObject *state, *out, *waiters, *dirty, *rest, *received, *on_push, *transport, *fd, *sent;
 } BackendCoreObject;
 
 typedef struct {
@@ -677,7 +677,8 @@ static PyMemberDef BackendCore_members[] = {
     MEMBER(BackendCoreObject, state),    MEMBER(BackendCoreObject, out),
     MEMBER(BackendCoreObject, waiters),  MEMBER(BackendCoreObject, dirty),
     MEMBER(BackendCoreObject, rest),     MEMBER(BackendCoreObject, received),
-    MEMBER(BackendCoreObject, on_push),
+    MEMBER(BackendCoreObject, on_push),  MEMBER(BackendCoreObject, transport),
+    MEMBER(BackendCoreObject, fd),       MEMBER(BackendCoreObject, sent),
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1728,6 +1729,147 @@ ShardReader_vectorcall(ShardReaderObject *self, PyObject *const *args, size_t na
     return result;
 }
 
+/* A shard connection's flush in C (BackendConnection.flush is the reference): what the
+ * requests of this loop turn queued in conn.out leaves in one write, and the write is marked
+ * (requests sent up to it, time, bytes, count) for the reply timing and the timeouts. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *conn;
+    PyObject *loop_time; /* conn._loop.time */
+    PyObject *marks;     /* conn.marks */
+    vectorcallfunc vectorcall;
+} ShardWriterObject;
+
+static int
+shard_flush(ShardWriterObject *self)
+{
+    PyObject *conn = self->conn;
+    PyObject *out = BACKEND_GET(conn, out);
+    if (out == NULL)
+        return -1;
+    if (!PyList_Check(out)) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_TypeError, "conn.out must be a list");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(out);
+    PyObject *transport = n == 0 ? NULL : BACKEND_GET(conn, transport);
+    if (transport == NULL || transport == Py_None) {
+        Py_XDECREF(transport);
+        Py_DECREF(out);
+        return n == 0 || !PyErr_Occurred() ? 0 : -1;
+    }
+    PyObject *data = NULL, *fresh = PyList_New(0), *fd = NULL, *sent = NULL, *now = NULL;
+    int result = -1;
+    if (fresh == NULL || BACKEND_SET(conn, out, fresh) < 0)
+        goto done;
+    data = n == 1 ? Py_NewRef(PyList_GET_ITEM(out, 0))
+                  : PyObject_CallMethodOneArg(empty_bytes, str_join, out);
+    if (data == NULL || (fd = BACKEND_GET(conn, fd)) == NULL)
+        goto done;
+    long fd_number = PyLong_AsLong(fd);
+    if ((fd_number == -1 && PyErr_Occurred()) || write_now(transport, fd_number, data) < 0)
+        goto done;
+    PyObject *before = BACKEND_GET(conn, sent);
+    if (before == NULL)
+        goto done;
+    Py_ssize_t total = PyLong_AsSsize_t(before);
+    Py_DECREF(before);
+    if (total == -1 && PyErr_Occurred())
+        goto done;
+    total += n;
+    if ((sent = PyLong_FromSsize_t(total)) == NULL || BACKEND_SET(conn, sent, sent) < 0)
+        goto done;
+    if ((now = PyObject_CallNoArgs(self->loop_time)) == NULL)
+        goto done;
+    PyObject *mark = Py_BuildValue("(OOOn)", sent, now, data, n);
+    PyObject *r = mark == NULL ? NULL : PyObject_CallMethodOneArg(self->marks, str_append, mark);
+    Py_XDECREF(mark);
+    if (r == NULL)
+        goto done;
+    Py_DECREF(r);
+    result = 0;
+done:
+    Py_XDECREF(now);
+    Py_XDECREF(sent);
+    Py_XDECREF(fd);
+    Py_XDECREF(data);
+    Py_XDECREF(fresh);
+    Py_DECREF(transport);
+    Py_DECREF(out);
+    return result;
+}
+
+static PyObject *
+ShardWriter_vectorcall(ShardWriterObject *self, PyObject *const *args, size_t nargsf,
+                       PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "flush()");
+        return NULL;
+    }
+    if (shard_flush(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ShardWriter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *conn, *loop_time, *marks;
+    static char *kwlist[] = {"conn", "loop_time", "marks", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO:ShardWriter", kwlist, &conn, &loop_time,
+                                     &marks))
+        return NULL;
+    ShardWriterObject *self = (ShardWriterObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->conn = Py_NewRef(conn);
+    self->loop_time = Py_NewRef(loop_time);
+    self->marks = Py_NewRef(marks);
+    self->vectorcall = (vectorcallfunc)ShardWriter_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+ShardWriter_traverse(ShardWriterObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->conn);
+    Py_VISIT(self->loop_time);
+    Py_VISIT(self->marks);
+    return 0;
+}
+
+static int
+ShardWriter_clear(ShardWriterObject *self)
+{
+    Py_CLEAR(self->conn);
+    Py_CLEAR(self->loop_time);
+    Py_CLEAR(self->marks);
+    return 0;
+}
+
+static void
+ShardWriter_dealloc(ShardWriterObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    ShardWriter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject ShardWriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cachefleet.sidecar._speedups.ShardWriter",
+    .tp_basicsize = sizeof(ShardWriterObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "ShardWriter(conn, loop_time, marks): BackendConnection.flush in C (see pool.py).",
+    .tp_new = ShardWriter_new,
+    .tp_vectorcall_offset = offsetof(ShardWriterObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_traverse = (traverseproc)ShardWriter_traverse,
+    .tp_clear = (inquiry)ShardWriter_clear,
+    .tp_dealloc = (destructor)ShardWriter_dealloc,
+};
+
 static PyObject *
 ShardReader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -1813,7 +1955,7 @@ PyInit__speedups(void)
     if (PyType_Ready(&RingType) < 0 || PyType_Ready(&RouteTableType) < 0 ||
         PyType_Ready(&FastReaderType) < 0 || PyType_Ready(&ShardReaderType) < 0 ||
         PyType_Ready(&ClientCoreType) < 0 || PyType_Ready(&BackendCoreType) < 0 ||
-        PyType_Ready(&SlotCoreType) < 0)
+        PyType_Ready(&SlotCoreType) < 0 || PyType_Ready(&ShardWriterType) < 0)
         return NULL;
 #define INTERN(var, text)                                                                     \
     if ((var = PyUnicode_InternFromString(text)) == NULL)                                     \
@@ -1836,6 +1978,8 @@ PyInit__speedups(void)
     INTERN(str_fd, "fd")
     INTERN(str_fast, "fast")
     INTERN(str_rest, "rest")
+    INTERN(str_sent, "sent")
+    INTERN(str_join, "join")
     INTERN(str_received, "received")
     INTERN(str_on_push, "on_push")
     INTERN(str_deliver_in_python, "_deliver_in_python")
@@ -1878,7 +2022,7 @@ PyInit__speedups(void)
         return NULL;
     }
     if (PyModule_AddType(m, &ClientCoreType) < 0 || PyModule_AddType(m, &BackendCoreType) < 0 ||
-        PyModule_AddType(m, &SlotCoreType) < 0) {
+        PyModule_AddType(m, &SlotCoreType) < 0 || PyModule_AddType(m, &ShardWriterType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -26,7 +26,13 @@ from cachefleet.sidecar.commands import CommandSpec
 from cachefleet.sidecar.flusher import Flusher
 from cachefleet.sidecar.resp import Bytes, split_replies, split_requests
 from cachefleet.sidecar.slots import PartSlot, Slot
-from cachefleet.sidecar.speedups import BackendCore, make_shard_reader, socket_fd, write_now
+from cachefleet.sidecar.speedups import (
+    BackendCore,
+    make_shard_reader,
+    make_shard_writer,
+    socket_fd,
+    write_now,
+)
 from cachefleet.sidecar.stats import ShardStats
 
 log = logging.getLogger("cachefleet.sidecar.pool")
@@ -114,12 +120,14 @@ class BackendConnection(BackendCore, asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._connector: asyncio.Task[None] | None = None
         self._down_error = b""
-        if make_shard_reader is not None:
-            # The C version of data_received: uvloop looks the method up each time it makes a
-            # transport for this connection, and then calls this object for every read.
+        if make_shard_reader is not None and make_shard_writer is not None:
+            # The C versions of data_received and flush: uvloop looks data_received up each
+            # time it makes a transport for this connection, then calls it for every read;
+            # the flusher calls flush once per loop turn this connection has output.
             vars(self)["data_received"] = make_shard_reader(
                 self, flusher.add_client, self.latency.observe, self._loop.time, self.marks
             )
+            vars(self)["flush"] = make_shard_writer(self, self._loop.time, self.marks)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -143,6 +151,7 @@ class BackendConnection(BackendCore, asyncio.Protocol):
             slot.fill(self._down_error)
 
     def flush(self) -> None:
+        """The reference: with the C extension, ``_speedups.ShardWriter`` (set in __init__)."""
         out = self.out
         if not out or self.transport is None:
             return
@@ -355,7 +364,8 @@ class BackendConnection(BackendCore, asyncio.Protocol):
 
     def close(self) -> None:
         self.state = CLOSED
-        vars(self).pop("data_received", None)  # it holds this object: no cycle left behind
+        vars(self).pop("data_received", None)  # they hold this object: no cycle left behind
+        vars(self).pop("flush", None)
         if self._connector is not None and not self._connector.done():
             self._connector.cancel()
         transport, self.transport = self.transport, None
