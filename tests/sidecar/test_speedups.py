@@ -15,10 +15,12 @@ import collections
 import random
 import socket
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import hiredis
 import pytest
 from cachefleet.ring import Shard, classic_ring, key_hash
+from cachefleet.sidecar import flusher as flusher_module
 from cachefleet.sidecar import pool, resp, server
 from cachefleet.sidecar.resp import ProtocolError
 from cachefleet.sidecar.route_table import FAST_COMMANDS, Mode, RouteClass, RouteTable
@@ -866,3 +868,70 @@ def test_the_shard_reader_fails_the_connection_on_a_reply_nobody_asked_for() -> 
     conn.reader()(b"+OK\r\n+extra\r\n")
     assert client.written == [b"+OK\r\n"]
     assert conn.failed == ["a reply arrived that nobody asked for"]
+
+
+# -- ShardWriter and Flusher: the per-turn steps in C ----------------------------------------
+
+
+class FakeWriterConn:
+    """The attributes of a BackendConnection that ShardWriter uses."""
+
+    def __init__(self, transport: RecordingTransport | None) -> None:
+        self.out: list[bytes] = []
+        self.transport = transport
+        self.fd = -1  # through transport.write, recorded
+        self.sent = 0
+        self.marks: collections.deque[tuple[int, float, bytes, int]] = collections.deque()
+
+
+def test_the_shard_writer_sends_a_turn_in_one_write_and_marks_it() -> None:
+    transport = RecordingTransport()
+    conn = FakeWriterConn(transport)
+    flush: Callable[[], None] = native.ShardWriter(conn, lambda: 7.5, conn.marks)
+    flush()  # nothing queued: nothing written, nothing marked
+    conn.out += [b"*1\r\n$4\r\nPING\r\n", b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"]
+    queued = conn.out
+    flush()
+    assert transport.written == [b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"]
+    assert conn.out == [] and conn.out is not queued and conn.sent == 2
+    conn.out.append(b"*1\r\n$4\r\nPING\r\n")
+    flush()
+    assert [m[:2] + m[3:] for m in conn.marks] == [(2, 7.5, 2), (3, 7.5, 1)]
+    assert transport.written[1] == conn.marks[1][2] == b"*1\r\n$4\r\nPING\r\n"
+
+
+def test_the_shard_writer_keeps_the_queue_while_there_is_no_transport() -> None:
+    conn = FakeWriterConn(None)
+    conn.out.append(b"*1\r\n$4\r\nPING\r\n")
+    native.ShardWriter(conn, lambda: 0.0, conn.marks)()
+    assert conn.out == [b"*1\r\n$4\r\nPING\r\n"] and conn.sent == 0 and not conn.marks
+
+
+class Flushed:
+    def __init__(self, name: str, log: list[str], then: Callable[[], None] = lambda: None):
+        self.name, self.log, self.then = name, log, then
+        self.dirty = False
+
+    def flush(self) -> None:
+        self.log.append(self.name)
+        self.then()
+
+
+@pytest.mark.parametrize("make", [flusher_module.Flusher, native.Flusher])
+async def test_the_flusher_runs_once_per_tick_backends_first(make: Callable[..., Any]) -> None:
+    flusher = make(asyncio.get_running_loop())
+    log: list[str] = []
+    late = Flushed("late client", log)
+    client = Flushed("client", log)
+    backend = Flushed("backend", log, then=lambda: flusher.add_client(late))
+    flusher.add_client(client)
+    flusher.add_backend(backend)
+    assert backend.dirty and client.dirty and flusher.scheduled
+    await asyncio.sleep(0)
+    assert log == ["backend", "client", "late client"]  # one run, whatever it registered too
+    assert not (backend.dirty or client.dirty or late.dirty)
+    await asyncio.sleep(0)  # the run the late client scheduled finds nothing left
+    assert len(log) == 3 and not flusher.scheduled
+    flusher.add_backend(backend)
+    await asyncio.sleep(0)
+    assert log[3:] == ["backend", "late client"]

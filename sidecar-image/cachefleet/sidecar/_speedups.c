@@ -593,7 +593,7 @@ static PyObject *str_fast, *str_routes, *str_closing, *str_slow_path, *str_route
 static PyObject *str_popleft, *str_pending, *str_transport, *str_write, *str_parent,
     *str_part_done, *str_fd, *str_is_closing, *str_get_write_buffer_size;
 static PyObject *str_rest, *str_received, *str_on_push, *str_deliver_in_python, *str_fail,
-    *orphan_reason, *empty_bytes, *str_sent, *str_join;
+    *orphan_reason, *empty_bytes, *str_sent, *str_join, *str_run, *str_call_soon, *str_flush;
 
 /* -- the fields the loops touch, in C ------------------------------------------------------
  * ClientCore, BackendCore and SlotCore are the C bases of server.ClientConnection,
@@ -732,6 +732,28 @@ set_field(PyObject *obj, PyTypeObject *core, Py_ssize_t offset, PyObject *name, 
     return PyObject_SetAttr(obj, name, value);
 }
 
+/* deque.append and deque.popleft, looked up once: the loops call them on every request. */
+static PyTypeObject *deque_type;
+static PyObject *deque_append, *deque_popleft;
+
+static PyObject *
+append_to(PyObject *queue, PyObject *item)
+{
+    if (Py_IS_TYPE(queue, deque_type)) {
+        PyObject *args[2] = {queue, item};
+        return PyObject_Vectorcall(deque_append, args, 2, NULL);
+    }
+    return PyObject_CallMethodOneArg(queue, str_append, item);
+}
+
+static PyObject *
+pop_left(PyObject *queue)
+{
+    if (Py_IS_TYPE(queue, deque_type))
+        return PyObject_Vectorcall(deque_popleft, &queue, 1, NULL);
+    return PyObject_CallMethodNoArgs(queue, str_popleft);
+}
+
 #define CLIENT_GET(obj, f)                                                                   \
     get_field(obj, &ClientCoreType, offsetof(ClientCoreObject, f), str_##f)
 #define BACKEND_GET(obj, f)                                                                  \
@@ -835,7 +857,7 @@ enqueue_one(PyObject *raw, PyObject *spec, PyObject *target, PyObject *client,
         PyObject *waiters = BACKEND_GET(conn, waiters);
         if (waiters == NULL)
             goto fail;
-        r = PyObject_CallMethodOneArg(waiters, str_append, slot);
+        r = append_to(waiters, slot);
         Py_DECREF(waiters);
         if (r == NULL)
             goto fail;
@@ -1429,7 +1451,7 @@ deliver_one(PyObject *slot, PyObject *raw, PyObject *add_client)
         }
     }
     if (only) { /* the client's only request: nothing to gather or order, answer now */
-        r = PyObject_CallMethodNoArgs(pending, str_popleft);
+        r = pop_left(pending);
         if (r == NULL)
             goto fail_pending;
         Py_DECREF(r);
@@ -1540,7 +1562,7 @@ deliver_core(PyObject *buf, PyObject *waiters, PyObject *add_client, PyObject *p
             orphan = 1;
             break;
         }
-        PyObject *slot = PyObject_CallMethodNoArgs(waiters, str_popleft);
+        PyObject *slot = pop_left(waiters);
         if (slot == NULL)
             return -1;
         PyObject *raw = slice(buf, p, size, pos, end);
@@ -1653,7 +1675,7 @@ shard_received(ShardReaderObject *self, PyObject *buf, Py_ssize_t pos, Py_ssize_
         Py_DECREF(mark);
         if (seconds == NULL)
             goto fail;
-        PyObject *r = PyObject_CallMethodNoArgs(self->marks, str_popleft);
+        PyObject *r = pop_left(self->marks);
         if (r == NULL) {
             Py_DECREF(seconds);
             goto fail;
@@ -1783,7 +1805,7 @@ shard_flush(ShardWriterObject *self)
     if ((now = PyObject_CallNoArgs(self->loop_time)) == NULL)
         goto done;
     PyObject *mark = Py_BuildValue("(OOOn)", sent, now, data, n);
-    PyObject *r = mark == NULL ? NULL : PyObject_CallMethodOneArg(self->marks, str_append, mark);
+    PyObject *r = mark == NULL ? NULL : append_to(self->marks, mark);
     Py_XDECREF(mark);
     if (r == NULL)
         goto done;
@@ -1868,6 +1890,163 @@ static PyTypeObject ShardWriterType = {
     .tp_traverse = (traverseproc)ShardWriter_traverse,
     .tp_clear = (inquiry)ShardWriter_clear,
     .tp_dealloc = (destructor)ShardWriter_dealloc,
+};
+
+/* flusher.Flusher in C (flusher.py is the reference): the same three methods, so registering
+ * a connection and the per-turn flush cost no Python frame. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *loop;
+    PyObject *backends, *clients; /* lists of connections with output this turn */
+    PyObject *run;                /* this object's bound run, for loop.call_soon */
+    char scheduled;
+} FlusherObject;
+
+static int
+set_dirty(PyObject *obj, PyObject *value)
+{
+    if (PyObject_TypeCheck(obj, &BackendCoreType))
+        return set_field(obj, &BackendCoreType, offsetof(BackendCoreObject, dirty), str_dirty,
+                         value);
+    return set_field(obj, &ClientCoreType, offsetof(ClientCoreObject, dirty), str_dirty, value);
+}
+
+static PyObject *
+flusher_add(FlusherObject *self, PyObject *obj, PyObject *list)
+{
+    if (set_dirty(obj, Py_True) < 0 || PyList_Append(list, obj) < 0)
+        return NULL;
+    if (!self->scheduled) {
+        if (self->run == NULL && (self->run = PyObject_GetAttr((PyObject *)self, str_run)) == NULL)
+            return NULL;
+        PyObject *r = PyObject_CallMethodOneArg(self->loop, str_call_soon, self->run);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+        self->scheduled = 1;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Flusher_add_backend(FlusherObject *self, PyObject *obj)
+{
+    return flusher_add(self, obj, self->backends);
+}
+
+static PyObject *
+Flusher_add_client(FlusherObject *self, PyObject *obj)
+{
+    return flusher_add(self, obj, self->clients);
+}
+
+/* Flush each of *list (swapped for a new list first: flushing may register more). */
+static int
+flush_each(PyObject **list)
+{
+    PyObject *taken = *list, *fresh = PyList_New(0);
+    if (fresh == NULL)
+        return -1;
+    *list = fresh;
+    int result = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(taken); i++) {
+        PyObject *obj = PyList_GET_ITEM(taken, i);
+        PyObject *r = set_dirty(obj, Py_False) < 0 ? NULL : PyObject_CallMethodNoArgs(obj, str_flush);
+        if (r == NULL) {
+            result = -1;
+            break;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(taken);
+    return result;
+}
+
+static PyObject *
+Flusher_run(FlusherObject *self, PyObject *unused)
+{
+    self->scheduled = 0;
+    /* Backends first: requests parsed this tick go out before the clients' replies. */
+    while (PyList_GET_SIZE(self->backends) || PyList_GET_SIZE(self->clients)) {
+        if (flush_each(&self->backends) < 0 || flush_each(&self->clients) < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Flusher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *loop;
+    static char *kwlist[] = {"loop", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Flusher", kwlist, &loop))
+        return NULL;
+    FlusherObject *self = (FlusherObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->loop = Py_NewRef(loop);
+    self->backends = PyList_New(0);
+    self->clients = PyList_New(0);
+    if (self->backends == NULL || self->clients == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+Flusher_traverse(FlusherObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->loop);
+    Py_VISIT(self->backends);
+    Py_VISIT(self->clients);
+    Py_VISIT(self->run);
+    return 0;
+}
+
+static int
+Flusher_clear(FlusherObject *self)
+{
+    Py_CLEAR(self->loop);
+    Py_CLEAR(self->backends);
+    Py_CLEAR(self->clients);
+    Py_CLEAR(self->run);
+    return 0;
+}
+
+static void
+Flusher_dealloc(FlusherObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Flusher_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Flusher_methods[] = {
+    {"add_backend", (PyCFunction)Flusher_add_backend, METH_O, "Flush obj at the end of the tick."},
+    {"add_client", (PyCFunction)Flusher_add_client, METH_O, "Flush obj after the backends."},
+    {"run", (PyCFunction)Flusher_run, METH_NOARGS, "Flush everything registered."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Flusher_members[] = {
+    {"backends", T_OBJECT_EX, offsetof(FlusherObject, backends), READONLY, NULL},
+    {"clients", T_OBJECT_EX, offsetof(FlusherObject, clients), READONLY, NULL},
+    {"scheduled", T_BOOL, offsetof(FlusherObject, scheduled), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject FlusherType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cachefleet.sidecar._speedups.Flusher",
+    .tp_basicsize = sizeof(FlusherObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Flusher(loop): flusher.Flusher in C.",
+    .tp_new = Flusher_new,
+    .tp_methods = Flusher_methods,
+    .tp_members = Flusher_members,
+    .tp_traverse = (traverseproc)Flusher_traverse,
+    .tp_clear = (inquiry)Flusher_clear,
+    .tp_dealloc = (destructor)Flusher_dealloc,
 };
 
 static PyObject *
@@ -1955,7 +2134,8 @@ PyInit__speedups(void)
     if (PyType_Ready(&RingType) < 0 || PyType_Ready(&RouteTableType) < 0 ||
         PyType_Ready(&FastReaderType) < 0 || PyType_Ready(&ShardReaderType) < 0 ||
         PyType_Ready(&ClientCoreType) < 0 || PyType_Ready(&BackendCoreType) < 0 ||
-        PyType_Ready(&SlotCoreType) < 0 || PyType_Ready(&ShardWriterType) < 0)
+        PyType_Ready(&SlotCoreType) < 0 || PyType_Ready(&ShardWriterType) < 0 ||
+        PyType_Ready(&FlusherType) < 0)
         return NULL;
 #define INTERN(var, text)                                                                     \
     if ((var = PyUnicode_InternFromString(text)) == NULL)                                     \
@@ -1979,6 +2159,9 @@ PyInit__speedups(void)
     INTERN(str_fast, "fast")
     INTERN(str_rest, "rest")
     INTERN(str_sent, "sent")
+    INTERN(str_run, "run")
+    INTERN(str_call_soon, "call_soon")
+    INTERN(str_flush, "flush")
     INTERN(str_join, "join")
     INTERN(str_received, "received")
     INTERN(str_on_push, "on_push")
@@ -1990,6 +2173,15 @@ PyInit__speedups(void)
     INTERN(str_route_failed, "_route_failed")
     INTERN(str_is_closing, "is_closing")
     INTERN(str_get_write_buffer_size, "get_write_buffer_size")
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL)
+        return NULL;
+    deque_type = (PyTypeObject *)PyObject_GetAttrString(collections, "deque");
+    Py_DECREF(collections);
+    if (deque_type == NULL || !PyType_Check(deque_type) ||
+        (deque_append = PyObject_GetAttrString((PyObject *)deque_type, "append")) == NULL ||
+        (deque_popleft = PyObject_GetAttrString((PyObject *)deque_type, "popleft")) == NULL)
+        return NULL;
     if ((one = PyLong_FromLong(1)) == NULL || (zero = PyLong_FromLong(0)) == NULL ||
         (empty_bytes = PyBytes_FromStringAndSize("", 0)) == NULL)
         return NULL;
@@ -2022,7 +2214,8 @@ PyInit__speedups(void)
         return NULL;
     }
     if (PyModule_AddType(m, &ClientCoreType) < 0 || PyModule_AddType(m, &BackendCoreType) < 0 ||
-        PyModule_AddType(m, &SlotCoreType) < 0 || PyModule_AddType(m, &ShardWriterType) < 0) {
+        PyModule_AddType(m, &SlotCoreType) < 0 || PyModule_AddType(m, &ShardWriterType) < 0 ||
+        PyModule_AddType(m, &FlusherType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

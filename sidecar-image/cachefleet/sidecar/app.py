@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cachefleet.config import SidecarConfig, read_secret, split_address
 from cachefleet.sidecar.admin import AdminServer
-from cachefleet.sidecar.flusher import Flusher
+from cachefleet.sidecar.flusher import make_flusher
 from cachefleet.sidecar.grace import GraceRoute
 from cachefleet.sidecar.hotkeys import HotKeyTracker, make_hot_keys
 from cachefleet.sidecar.l1 import L1Cache, L1Route, TrackingLink
@@ -235,7 +235,7 @@ class Sidecar:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.flusher = Flusher(loop)
+        self.flusher = make_flusher(loop)
         self.apply(self.config)
         host, port = split_address(self.config.listen)
         self._server = await loop.create_server(

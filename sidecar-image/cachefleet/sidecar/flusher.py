@@ -8,7 +8,9 @@ writing once per request instead halves throughput under pipelining.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, cast
+
+from cachefleet.sidecar.speedups import make_native_flusher
 
 
 class Flushable(Protocol):
@@ -52,3 +54,11 @@ class Flusher:
             for client in clients:
                 client.dirty = False
                 client.flush()
+
+
+def make_flusher(loop: asyncio.AbstractEventLoop) -> Flusher:
+    """``_speedups.Flusher`` (the same methods, called without a Python frame) when the C
+    extension is built, else the class above."""
+    if make_native_flusher is not None:
+        return cast(Flusher, make_native_flusher(loop))
+    return Flusher(loop)

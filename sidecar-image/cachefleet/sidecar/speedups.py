@@ -31,6 +31,8 @@ make_fast_reader: Callable[[object, object], Callable[[bytes], None]] | None = N
 make_shard_reader: Callable[..., Callable[[bytes], None]] | None = None
 # BackendConnection.flush in C: ShardWriter(conn, loop_time, marks)
 make_shard_writer: Callable[..., Callable[[], None]] | None = None
+# flusher.Flusher in C: Flusher(loop)
+make_native_flusher: Callable[[object], object] | None = None
 # transport.write with the system call made in C while the transport buffers nothing
 write_now: WriteNow | None = None
 make_ring: MakeRing | None = None  # (ring.tokens, ring.owners) -> key look-up in C
@@ -74,6 +76,7 @@ if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
         make_fast_reader = _speedups.FastReader
         make_shard_reader = _speedups.ShardReader
         make_shard_writer = _speedups.ShardWriter
+        make_native_flusher = _speedups.Flusher
         native_cores = (_speedups.ClientCore, _speedups.BackendCore, _speedups.SlotCore)
         make_ring = _speedups.Ring
         make_route_table = _speedups.RouteTable
