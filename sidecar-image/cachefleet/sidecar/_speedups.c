@@ -710,10 +710,29 @@ CORE_TYPE(SlotCoreType, SlotCoreObject, "SlotCore", SlotCore_members,
 
 /* obj.<name>, by offset when obj has the C base `core`; a new reference, or NULL with
  * AttributeError when unset, as a look-up by name gives. */
+/* PyObject_TypeCheck(obj, core), remembering the last subclass seen per core (held, so its
+ * address cannot be reused by another type): the connection classes are subclasses of the
+ * cores, and walking their MRO on every field access showed in profiles. */
+static PyTypeObject *last_subtype[3];
+
+static int
+has_core(PyObject *obj, PyTypeObject *core)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    int which = core == &ClientCoreType ? 0 : core == &BackendCoreType ? 1 : 2;
+    if (type == core || type == last_subtype[which])
+        return 1;
+    if (!PyType_IsSubtype(type, core))
+        return 0;
+    Py_INCREF(type);
+    Py_XSETREF(last_subtype[which], type);
+    return 1;
+}
+
 static PyObject *
 get_field(PyObject *obj, PyTypeObject *core, Py_ssize_t offset, PyObject *name)
 {
-    if (PyObject_TypeCheck(obj, core)) {
+    if (has_core(obj, core)) {
         PyObject *value = *(PyObject **)((char *)obj + offset);
         if (value != NULL)
             return Py_NewRef(value);
@@ -725,7 +744,7 @@ get_field(PyObject *obj, PyTypeObject *core, Py_ssize_t offset, PyObject *name)
 static int
 set_field(PyObject *obj, PyTypeObject *core, Py_ssize_t offset, PyObject *name, PyObject *value)
 {
-    if (PyObject_TypeCheck(obj, core)) {
+    if (has_core(obj, core)) {
         Py_XSETREF(*(PyObject **)((char *)obj + offset), Py_NewRef(value));
         return 0;
     }
@@ -789,7 +808,7 @@ bump(PyObject *counts, PyObject *spec)
 static int
 register_unless_dirty(PyObject *obj, PyObject *add)
 {
-    PyObject *dirty = PyObject_TypeCheck(obj, &BackendCoreType) ? BACKEND_GET(obj, dirty)
+    PyObject *dirty = has_core(obj, &BackendCoreType) ? BACKEND_GET(obj, dirty)
                                                                  : CLIENT_GET(obj, dirty);
     if (dirty == NULL)
         return -1;
@@ -1905,7 +1924,7 @@ typedef struct {
 static int
 set_dirty(PyObject *obj, PyObject *value)
 {
-    if (PyObject_TypeCheck(obj, &BackendCoreType))
+    if (has_core(obj, &BackendCoreType))
         return set_field(obj, &BackendCoreType, offsetof(BackendCoreObject, dirty), str_dirty,
                          value);
     return set_field(obj, &ClientCoreType, offsetof(ClientCoreObject, dirty), str_dirty, value);
