@@ -609,7 +609,6 @@ def pure_python(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], None]]
         monkeypatch.setattr(server, "make_fast_reader", None)
         monkeypatch.setattr(server, "write_now", None)
         monkeypatch.setattr(pool, "make_shard_reader", None)
-        monkeypatch.setattr(pool, "write_now", None)
 
     yield switch
 

@@ -17,9 +17,12 @@
  * (which a Redis server never sends) to that Python loop.
  *
  * write_now: a transport's write with the system call made in C while nothing is buffered.
+ * FastReader, ShardReader, ShardWriter and Flusher: the methods uvloop and the flusher call on
+ * every read and loop turn, in C; ClientCore, BackendCore and SlotCore: the C bases that hold
+ * the fields these touch on every request.
  *
- * The first two read the buffer only within its size and allocate nothing proportional to a declared
- * length, so garbage cannot make them read out of bounds or allocate without bound.
+ * The two loops read the buffer only within its size and allocate nothing proportional to a
+ * declared length, so garbage cannot make them read out of bounds or allocate without bound.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -619,50 +622,105 @@ typedef struct {
 
 static PyTypeObject ClientCoreType, BackendCoreType, SlotCoreType;
 
-#define FIELD_COUNT(T) ((Py_ssize_t)((sizeof(T) - sizeof(PyObject)) / sizeof(PyObject *)))
+/* The C objects that stand in for a Python method of one connection (FastReader, ShardReader,
+ * ShardWriter, set in its __dict__ so uvloop and the flusher call them without a Python frame)
+ * hold object references only, after this header. */
+#define BOUND_HEAD                                                                           \
+    PyObject_HEAD                                                                            \
+    vectorcallfunc vectorcall;
 
+typedef struct {
+    BOUND_HEAD
+} BoundObject;
+
+static PyTypeObject FastReaderType, ShardReaderType, ShardWriterType;
+
+#define FIELDS_AFTER(header, size) ((Py_ssize_t)(((size) - sizeof(header)) / sizeof(PyObject *)))
+
+/* Where an object of these types keeps its references, and how many: every field of the cores
+ * and of the bound objects is a PyObject *, so one traverse, clear and dealloc serve them all. */
 static PyObject **
-fields_of(PyObject *self)
-{
-    return (PyObject **)((char *)self + sizeof(PyObject));
-}
-
-static Py_ssize_t
-field_count(PyObject *self)
+fields_of(PyObject *self, Py_ssize_t *count)
 {
     PyTypeObject *t = Py_TYPE(self);
     if (PyType_IsSubtype(t, &ClientCoreType))
-        return FIELD_COUNT(ClientCoreObject);
-    if (PyType_IsSubtype(t, &BackendCoreType))
-        return FIELD_COUNT(BackendCoreObject);
-    return FIELD_COUNT(SlotCoreObject);
+        *count = FIELDS_AFTER(PyObject, sizeof(ClientCoreObject));
+    else if (PyType_IsSubtype(t, &BackendCoreType))
+        *count = FIELDS_AFTER(PyObject, sizeof(BackendCoreObject));
+    else if (PyType_IsSubtype(t, &SlotCoreType))
+        *count = FIELDS_AFTER(PyObject, sizeof(SlotCoreObject));
+    else { /* a bound object: its type is not subclassed, so its size is its own */
+        *count = FIELDS_AFTER(BoundObject, (size_t)t->tp_basicsize);
+        return (PyObject **)((char *)self + sizeof(BoundObject));
+    }
+    return (PyObject **)((char *)self + sizeof(PyObject));
 }
 
 static int
-Core_traverse(PyObject *self, visitproc visit, void *arg)
+Fields_traverse(PyObject *self, visitproc visit, void *arg)
 {
-    PyObject **fields = fields_of(self);
-    for (Py_ssize_t i = 0, n = field_count(self); i < n; i++)
+    Py_ssize_t n;
+    PyObject **fields = fields_of(self, &n);
+    for (Py_ssize_t i = 0; i < n; i++)
         Py_VISIT(fields[i]);
     return 0;
 }
 
 static int
-Core_clear(PyObject *self)
+Fields_clear(PyObject *self)
 {
-    PyObject **fields = fields_of(self);
-    for (Py_ssize_t i = 0, n = field_count(self); i < n; i++)
+    Py_ssize_t n;
+    PyObject **fields = fields_of(self, &n);
+    for (Py_ssize_t i = 0; i < n; i++)
         Py_CLEAR(fields[i]);
     return 0;
 }
 
 static void
-Core_dealloc(PyObject *self)
+Fields_dealloc(PyObject *self)
 {
     PyObject_GC_UnTrack(self);
-    Core_clear(self);
+    Fields_clear(self);
     Py_TYPE(self)->tp_free(self);
 }
+
+/* type(*args) for a bound object: one reference per positional argument, in its struct's
+ * order, and the function its calls run. */
+static PyObject *
+bound_new(PyTypeObject *type, PyObject *args, PyObject *kwds, vectorcallfunc call)
+{
+    Py_ssize_t n = FIELDS_AFTER(BoundObject, (size_t)type->tp_basicsize);
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds) != 0) || PyTuple_GET_SIZE(args) != n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments", type->tp_name, n);
+        return NULL;
+    }
+    BoundObject *self = (BoundObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    PyObject **fields = (PyObject **)((char *)self + sizeof(BoundObject));
+    for (Py_ssize_t i = 0; i < n; i++)
+        fields[i] = Py_NewRef(PyTuple_GET_ITEM(args, i));
+    self->vectorcall = call;
+    return (PyObject *)self;
+}
+
+#define BOUND_TYPE(var, T, name, call, doc)                                                  \
+    static PyObject *var##_new(PyTypeObject *type, PyObject *args, PyObject *kwds)           \
+    {                                                                                        \
+        return bound_new(type, args, kwds, (vectorcallfunc)(call));                          \
+    }                                                                                        \
+    static PyTypeObject var = {                                                              \
+        PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cachefleet.sidecar._speedups." name,      \
+        .tp_basicsize = sizeof(T),                                                           \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,   \
+        .tp_doc = doc,                                                                       \
+        .tp_new = var##_new,                                                                 \
+        .tp_vectorcall_offset = offsetof(BoundObject, vectorcall),                           \
+        .tp_call = PyVectorcall_Call,                                                        \
+        .tp_traverse = Fields_traverse,                                                      \
+        .tp_clear = Fields_clear,                                                            \
+        .tp_dealloc = Fields_dealloc,                                                        \
+    };
 
 #define MEMBER(T, name) {#name, T_OBJECT_EX, offsetof(T, name), 0, NULL}
 
@@ -696,9 +754,9 @@ static PyMemberDef SlotCore_members[] = {
         .tp_doc = doc,                                                                       \
         .tp_new = PyType_GenericNew,                                                         \
         .tp_members = members,                                                               \
-        .tp_traverse = Core_traverse,                                                        \
-        .tp_clear = Core_clear,                                                              \
-        .tp_dealloc = Core_dealloc,                                                          \
+        .tp_traverse = Fields_traverse,                                                      \
+        .tp_clear = Fields_clear,                                                            \
+        .tp_dealloc = Fields_dealloc,                                                        \
     };
 
 CORE_TYPE(ClientCoreType, ClientCoreObject, "ClientCore", ClientCore_members,
@@ -708,8 +766,6 @@ CORE_TYPE(BackendCoreType, BackendCoreObject, "BackendCore", BackendCore_members
 CORE_TYPE(SlotCoreType, SlotCoreObject, "SlotCore", SlotCore_members,
           "The C base of slots.Slot: its client and reply.")
 
-/* obj.<name>, by offset when obj has the C base `core`; a new reference, or NULL with
- * AttributeError when unset, as a look-up by name gives. */
 /* PyObject_TypeCheck(obj, core), remembering the last subclass seen per core (held, so its
  * address cannot be reused by another type): the connection classes are subclasses of the
  * cores, and walking their MRO on every field access showed in profiles. */
@@ -729,6 +785,8 @@ has_core(PyObject *obj, PyTypeObject *core)
     return 1;
 }
 
+/* obj.<name>, by offset when obj has the C base `core`; a new reference, or NULL with
+ * AttributeError when unset, as a look-up by name gives. */
 static PyObject *
 get_field(PyObject *obj, PyTypeObject *core, Py_ssize_t offset, PyObject *name)
 {
@@ -804,12 +862,25 @@ bump(PyObject *counts, PyObject *spec)
     return r;
 }
 
+/* Where obj.dirty lives when obj is a connection with a C base (NULL for other objects):
+ * the flag the flusher sets and clears and the loops read, on shard and client connections. */
+static PyObject **
+dirty_field(PyObject *obj)
+{
+    if (has_core(obj, &BackendCoreType))
+        return &((BackendCoreObject *)obj)->dirty;
+    if (has_core(obj, &ClientCoreType))
+        return &((ClientCoreObject *)obj)->dirty;
+    return NULL;
+}
+
 /* add(obj) unless obj.dirty, as the Python loops register with the flusher; 0 or -1. */
 static int
 register_unless_dirty(PyObject *obj, PyObject *add)
 {
-    PyObject *dirty = has_core(obj, &BackendCoreType) ? BACKEND_GET(obj, dirty)
-                                                                 : CLIENT_GET(obj, dirty);
+    PyObject **field = dirty_field(obj);
+    PyObject *dirty = field != NULL && *field != NULL ? Py_NewRef(*field)
+                                                      : PyObject_GetAttr(obj, str_dirty);
     if (dirty == NULL)
         return -1;
     int is_dirty = PyObject_IsTrue(dirty);
@@ -1111,15 +1182,14 @@ route_core(PyObject *const *args, Py_ssize_t nargs, Routed *out)
     return 0;
 }
 
-/* A client connection's data_received in C (ClientConnection.data_received is the reference):
- * uvloop calls it for every read, so the common case (the connection armed for the fast path,
- * its route table current, every request queued) runs without a Python frame or argument and
- * result tuples. Anything else goes to client._data_received(data, pos). */
+/* A client connection's data_received in C: uvloop calls it for every read, so the common case
+ * (the connection armed for the fast path, its route table current, every request queued) runs
+ * without a Python frame or argument and result tuples. Anything else goes to
+ * client._data_received(data, pos), the path without the extension. */
 typedef struct {
-    PyObject_HEAD
+    BOUND_HEAD
     PyObject *client;
     PyObject *app;
-    vectorcallfunc vectorcall;
 } FastReaderObject;
 
 static PyObject *
@@ -1193,64 +1263,12 @@ FastReader_vectorcall(FastReaderObject *self, PyObject *const *args, size_t narg
     return res;
 }
 
-static PyObject *
-FastReader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    PyObject *client, *app;
-    static char *kwlist[] = {"client", "app", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:FastReader", kwlist, &client, &app))
-        return NULL;
-    FastReaderObject *self = (FastReaderObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    Py_INCREF(client);
-    Py_INCREF(app);
-    self->client = client;
-    self->app = app;
-    self->vectorcall = (vectorcallfunc)FastReader_vectorcall;
-    return (PyObject *)self;
-}
-
-static int
-FastReader_traverse(FastReaderObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->client);
-    Py_VISIT(self->app);
-    return 0;
-}
-
-static int
-FastReader_clear(FastReaderObject *self)
-{
-    Py_CLEAR(self->client);
-    Py_CLEAR(self->app);
-    return 0;
-}
-
-static void
-FastReader_dealloc(FastReaderObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    FastReader_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyTypeObject FastReaderType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cachefleet.sidecar._speedups.FastReader",
-    .tp_basicsize = sizeof(FastReaderObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "FastReader(client, app): client.data_received's common case in C. Called with "
-              "data, it runs route_requests on the client's armed fast tuple (client.fast, "
-              "valid while fast[0] is app.routes and the client is not closing) and calls "
-              "client._data_received(data, pos) for whatever it does not finish, "
-              "client._route_failed(exc) on an unexpected error.",
-    .tp_new = FastReader_new,
-    .tp_vectorcall_offset = offsetof(FastReaderObject, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_traverse = (traverseproc)FastReader_traverse,
-    .tp_clear = (inquiry)FastReader_clear,
-    .tp_dealloc = (destructor)FastReader_dealloc,
-};
+BOUND_TYPE(FastReaderType, FastReaderObject, "FastReader", FastReader_vectorcall,
+           "FastReader(client, app): client.data_received's common case in C. Called with "
+           "data, it runs route_requests on the client's armed fast tuple (client.fast, valid "
+           "while fast[0] is app.routes and the client is not closing) and calls "
+           "client._data_received(data, pos) for whatever it does not finish, "
+           "client._route_failed(exc) on an unexpected error.")
 
 static PyObject *
 route_requests(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -1360,7 +1378,6 @@ reply_end(const char *p, Py_ssize_t pos, Py_ssize_t size)
 }
 
 /* -- deliver_replies: the shard connection's per-reply steps ------------------------------ */
-
 
 /* transport.write(data), with the system call made here when it can be: uvloop's write costs
  * about a microsecond of Python-level work per call, more than the rest of a reply's delivery.
@@ -1624,15 +1641,13 @@ deliver_replies(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * latency.observe), without a Python frame. A buffer deliver_core leaves to Python goes to
  * conn._deliver_in_python(buf); a reply nobody asked for to conn.fail(why). */
 typedef struct {
-    PyObject_HEAD
+    BOUND_HEAD
     PyObject *conn;
     PyObject *add_client; /* conn.flusher.add_client */
     PyObject *observe;    /* conn.latency.observe */
     PyObject *loop_time;  /* conn._loop.time */
     PyObject *marks;      /* conn.marks: (requests sent up to it, time, bytes, count) per write */
-    vectorcallfunc vectorcall;
 } ShardReaderObject;
-
 
 /* _received's steps: keep buf[pos:], count the replies, time each write fully answered. */
 static int
@@ -1770,15 +1785,18 @@ ShardReader_vectorcall(ShardReaderObject *self, PyObject *const *args, size_t na
     return result;
 }
 
+BOUND_TYPE(ShardReaderType, ShardReaderObject, "ShardReader", ShardReader_vectorcall,
+           "ShardReader(conn, add_client, observe, loop_time, marks): "
+           "BackendConnection.data_received in C (see pool.py).")
+
 /* A shard connection's flush in C (BackendConnection.flush is the reference): what the
  * requests of this loop turn queued in conn.out leaves in one write, and the write is marked
  * (requests sent up to it, time, bytes, count) for the reply timing and the timeouts. */
 typedef struct {
-    PyObject_HEAD
+    BOUND_HEAD
     PyObject *conn;
     PyObject *loop_time; /* conn._loop.time */
     PyObject *marks;     /* conn.marks */
-    vectorcallfunc vectorcall;
 } ShardWriterObject;
 
 static int
@@ -1854,62 +1872,8 @@ ShardWriter_vectorcall(ShardWriterObject *self, PyObject *const *args, size_t na
     Py_RETURN_NONE;
 }
 
-static PyObject *
-ShardWriter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    PyObject *conn, *loop_time, *marks;
-    static char *kwlist[] = {"conn", "loop_time", "marks", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO:ShardWriter", kwlist, &conn, &loop_time,
-                                     &marks))
-        return NULL;
-    ShardWriterObject *self = (ShardWriterObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    self->conn = Py_NewRef(conn);
-    self->loop_time = Py_NewRef(loop_time);
-    self->marks = Py_NewRef(marks);
-    self->vectorcall = (vectorcallfunc)ShardWriter_vectorcall;
-    return (PyObject *)self;
-}
-
-static int
-ShardWriter_traverse(ShardWriterObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->conn);
-    Py_VISIT(self->loop_time);
-    Py_VISIT(self->marks);
-    return 0;
-}
-
-static int
-ShardWriter_clear(ShardWriterObject *self)
-{
-    Py_CLEAR(self->conn);
-    Py_CLEAR(self->loop_time);
-    Py_CLEAR(self->marks);
-    return 0;
-}
-
-static void
-ShardWriter_dealloc(ShardWriterObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    ShardWriter_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyTypeObject ShardWriterType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cachefleet.sidecar._speedups.ShardWriter",
-    .tp_basicsize = sizeof(ShardWriterObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "ShardWriter(conn, loop_time, marks): BackendConnection.flush in C (see pool.py).",
-    .tp_new = ShardWriter_new,
-    .tp_vectorcall_offset = offsetof(ShardWriterObject, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_traverse = (traverseproc)ShardWriter_traverse,
-    .tp_clear = (inquiry)ShardWriter_clear,
-    .tp_dealloc = (destructor)ShardWriter_dealloc,
-};
+BOUND_TYPE(ShardWriterType, ShardWriterObject, "ShardWriter", ShardWriter_vectorcall,
+           "ShardWriter(conn, loop_time, marks): BackendConnection.flush in C (see pool.py).")
 
 /* flusher.Flusher in C (flusher.py is the reference): the same three methods, so registering
  * a connection and the per-turn flush cost no Python frame. */
@@ -1924,10 +1888,11 @@ typedef struct {
 static int
 set_dirty(PyObject *obj, PyObject *value)
 {
-    if (has_core(obj, &BackendCoreType))
-        return set_field(obj, &BackendCoreType, offsetof(BackendCoreObject, dirty), str_dirty,
-                         value);
-    return set_field(obj, &ClientCoreType, offsetof(ClientCoreObject, dirty), str_dirty, value);
+    PyObject **field = dirty_field(obj);
+    if (field == NULL)
+        return PyObject_SetAttr(obj, str_dirty, value);
+    Py_XSETREF(*field, Py_NewRef(value));
+    return 0;
 }
 
 static PyObject *
@@ -1970,7 +1935,8 @@ flush_each(PyObject **list)
     int result = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(taken); i++) {
         PyObject *obj = PyList_GET_ITEM(taken, i);
-        PyObject *r = set_dirty(obj, Py_False) < 0 ? NULL : PyObject_CallMethodNoArgs(obj, str_flush);
+        PyObject *r =
+            set_dirty(obj, Py_False) < 0 ? NULL : PyObject_CallMethodNoArgs(obj, str_flush);
         if (r == NULL) {
             result = -1;
             break;
@@ -2068,69 +2034,6 @@ static PyTypeObject FlusherType = {
     .tp_dealloc = (destructor)Flusher_dealloc,
 };
 
-static PyObject *
-ShardReader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    PyObject *conn, *add_client, *observe, *loop_time, *marks;
-    static char *kwlist[] = {"conn", "add_client", "observe", "loop_time", "marks", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:ShardReader", kwlist, &conn,
-                                     &add_client, &observe, &loop_time, &marks))
-        return NULL;
-    ShardReaderObject *self = (ShardReaderObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    self->conn = Py_NewRef(conn);
-    self->add_client = Py_NewRef(add_client);
-    self->observe = Py_NewRef(observe);
-    self->loop_time = Py_NewRef(loop_time);
-    self->marks = Py_NewRef(marks);
-    self->vectorcall = (vectorcallfunc)ShardReader_vectorcall;
-    return (PyObject *)self;
-}
-
-static int
-ShardReader_traverse(ShardReaderObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->conn);
-    Py_VISIT(self->add_client);
-    Py_VISIT(self->observe);
-    Py_VISIT(self->loop_time);
-    Py_VISIT(self->marks);
-    return 0;
-}
-
-static int
-ShardReader_clear(ShardReaderObject *self)
-{
-    Py_CLEAR(self->conn);
-    Py_CLEAR(self->add_client);
-    Py_CLEAR(self->observe);
-    Py_CLEAR(self->loop_time);
-    Py_CLEAR(self->marks);
-    return 0;
-}
-
-static void
-ShardReader_dealloc(ShardReaderObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    ShardReader_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyTypeObject ShardReaderType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cachefleet.sidecar._speedups.ShardReader",
-    .tp_basicsize = sizeof(ShardReaderObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "ShardReader(conn, add_client, observe, loop_time, marks): "
-              "BackendConnection.data_received in C (see pool.py).",
-    .tp_new = ShardReader_new,
-    .tp_vectorcall_offset = offsetof(ShardReaderObject, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_traverse = (traverseproc)ShardReader_traverse,
-    .tp_clear = (inquiry)ShardReader_clear,
-    .tp_dealloc = (destructor)ShardReader_dealloc,
-};
 
 static PyMethodDef methods[] = {
     {"route_requests", (PyCFunction)(void (*)(void))route_requests, METH_FASTCALL,

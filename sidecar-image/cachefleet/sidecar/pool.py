@@ -31,7 +31,6 @@ from cachefleet.sidecar.speedups import (
     make_shard_reader,
     make_shard_writer,
     socket_fd,
-    write_now,
 )
 from cachefleet.sidecar.stats import ShardStats
 
@@ -157,10 +156,7 @@ class BackendConnection(BackendCore, asyncio.Protocol):
             return
         self.out = []
         data = out[0] if len(out) == 1 else b"".join(out)
-        if write_now is None:
-            self.transport.write(data)
-        else:
-            write_now(self.transport, self.fd, data)
+        self.transport.write(data)
         self.sent += len(out)
         self.marks.append((self.sent, self._loop.time(), data, len(out)))
 

@@ -86,7 +86,8 @@ class ClientConnection(ClientCore, asyncio.Protocol):
         self.targets_protocol = 0
         # (table, then route_requests' arguments after pos) while every request so far was
         # queued by it and nothing since could change them (authed, protocol, the parser's
-        # mode): the next data goes straight to C. Reset by any other path, set again after.
+        # mode): FastReader sends the next data straight to C. Reset by any other path, set
+        # again after; only with the C extension.
         self.fast: tuple[object, ...] | None = None
         if make_fast_reader is not None:
             # The C version of data_received below: uvloop looks the method up once, when the
@@ -130,22 +131,13 @@ class ClientConnection(ClientCore, asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        fast = self.fast
-        if fast is not None and fast[0] is self.app.routes and not self.closing:
-            # The common case in one C call: complete fast requests, no bytes kept from before.
-            try:
-                pos, stop, _, _, _ = _route(data, 0, *fast[1:])  # type: ignore[misc]
-            except Exception as error:
-                self._route_failed(error)
-                return
-            if stop == STOP_END and pos == len(data):
-                return
-            self._data_received(data, pos)
-            return
+        # With the C extension, _speedups.FastReader (set in __init__) takes every read: it
+        # queues the requests of an armed connection (self.fast) itself and hands the rest here.
         self._data_received(data, 0)
 
     def _route_failed(self, error: BaseException) -> None:
-        """A bug must cost this connection only, never the process."""
+        """FastReader met an unexpected error: it must cost this connection only, never the
+        process."""
         log.error("client %s: unexpected error; closing its connection", self.peer, exc_info=error)
         self._protocol_error("internal error in the sidecar")
 
