@@ -11,9 +11,11 @@ go through a real sidecar twice, with and without the C loops, and must get the 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import random
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,6 +28,7 @@ from cachefleet.sidecar.resp import ProtocolError
 from cachefleet.sidecar.route_table import FAST_COMMANDS, Mode, RouteClass, RouteTable
 from cachefleet.sidecar.shadow import ShadowRoute
 from cachefleet.sidecar.slots import PartSlot, Slot
+from cachefleet.sidecar.stats import HEALTH_BUCKETS, LATENCY_BUCKETS, Latency
 from cachefleet.sidecar.warmup import WarmupRouting, WarmupStats
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -904,6 +907,49 @@ def test_the_shard_writer_keeps_the_queue_while_there_is_no_transport() -> None:
     conn.out.append(b"*1\r\n$4\r\nPING\r\n")
     native.ShardWriter(conn, lambda: 0.0, conn.marks)()
     assert conn.out == [b"*1\r\n$4\r\nPING\r\n"] and conn.sent == 0 and not conn.marks
+
+
+# -- Latency: stats.Latency in C, and the marks' clock ------------------------------------
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=20.0), max_size=200))
+@settings(max_examples=100, deadline=None)
+def test_the_c_latency_histogram_counts_like_the_reference(observations: list[float]) -> None:
+    bounds = LATENCY_BUCKETS
+    reference, c = Latency(), native.Latency(bounds, HEALTH_BUCKETS)
+    for seconds in [*observations, *bounds[:3], HEALTH_BUCKETS[7]]:  # bounds fall in their bucket
+        reference.observe(seconds)
+        c.observe(seconds)
+    assert (c.buckets, c.count, c.window) == (reference.buckets, reference.count, reference.window)
+    assert c.total == pytest.approx(reference.total)
+    assert c.take_window() == reference.take_window()
+    assert c.window == reference.window == [0] * (len(HEALTH_BUCKETS) + 1)
+
+
+def test_the_c_latency_histogram_refuses_bounds_out_of_order() -> None:
+    with pytest.raises(ValueError, match="strictly ascending"):
+        native.Latency([0.1, 0.05], HEALTH_BUCKETS)
+    with pytest.raises(TypeError):
+        native.Latency([0.1, "slow"], HEALTH_BUCKETS)
+
+
+def test_the_shard_reader_times_into_a_c_histogram_and_the_writer_marks_monotonic_time() -> None:
+    latency = native.Latency(LATENCY_BUCKETS, HEALTH_BUCKETS)
+    writer_conn = FakeWriterConn(RecordingTransport())
+    writer_conn.out.append(b"*1\r\n$4\r\nPING\r\n")
+    before = time.monotonic()
+    native.ShardWriter(writer_conn, None, writer_conn.marks)()
+    after = time.monotonic()
+    (mark,) = writer_conn.marks
+    assert before <= mark[1] <= after  # the clock time.monotonic() reads
+
+    conn = FakeShardConn()
+    client = waiting_client(conn)
+    conn.marks.append((1, time.monotonic() - 0.003, b"", 1))  # written 3 ms ago
+    native.ShardReader(conn, print, latency.observe, None, conn.marks)(b"+PONG\r\n")
+    assert client.written == [b"+PONG\r\n"] and not conn.marks
+    assert latency.count == 1 and 0.003 <= latency.total < 1.0
+    assert latency.buckets[bisect.bisect_left(LATENCY_BUCKETS, latency.total)] == 1
 
 
 class Flushed:

@@ -34,6 +34,7 @@
 #include <sys/socket.h>
 
 #include "_hotkeys.h"
+#include "_latency.h"
 
 #define MAX_ARGC (1024 * 1024)        /* like Redis and resp.MAX_MULTIBULK_LENGTH */
 #define MAX_DIGITS 15                 /* lengths up to 10^15: far above any buffer */
@@ -1644,10 +1645,26 @@ typedef struct {
     BOUND_HEAD
     PyObject *conn;
     PyObject *add_client; /* conn.flusher.add_client */
-    PyObject *observe;    /* conn.latency.observe */
-    PyObject *loop_time;  /* conn._loop.time */
+    PyObject *observe;    /* conn.latency.observe: a C Latency's is called without a float */
+    PyObject *clock;      /* None: time.monotonic's clock, read in C; else a callable (tests) */
     PyObject *marks;      /* conn.marks: (requests sent up to it, time, bytes, count) per write */
 } ShardReaderObject;
+
+/* The marks' clock: time.monotonic() read in C, or clock() when one was given; -1 on error. */
+static int
+read_marks_clock(PyObject *clock, double *now)
+{
+    if (clock == Py_None) {
+        *now = cf_monotonic_seconds();
+        return 0;
+    }
+    PyObject *r = PyObject_CallNoArgs(clock);
+    if (r == NULL)
+        return -1;
+    *now = PyFloat_AsDouble(r);
+    Py_DECREF(r);
+    return *now == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
 
 /* _received's steps: keep buf[pos:], count the replies, time each write fully answered. */
 static int
@@ -1677,55 +1694,51 @@ shard_received(ShardReaderObject *self, PyObject *buf, Py_ssize_t pos, Py_ssize_
     Py_XDECREF(value);
     if (e < 0)
         return -1;
-    PyObject *now = NULL;
+    PyObject *latency = cf_latency_of_observe(self->observe);
+    double now = 0.0;
+    int have_now = 0;
     for (;;) {
         Py_ssize_t n = PyObject_Length(self->marks);
         if (n < 0)
-            goto fail;
+            return -1;
         if (n == 0)
             break;
         PyObject *mark = PySequence_GetItem(self->marks, 0);
         if (mark == NULL)
-            goto fail;
+            return -1;
         if (!PyTuple_Check(mark) || PyTuple_GET_SIZE(mark) < 2) {
             Py_DECREF(mark);
             PyErr_SetString(PyExc_TypeError, "marks must hold (sent, time, ...) tuples");
-            goto fail;
+            return -1;
         }
         Py_ssize_t upto = PyLong_AsSsize_t(PyTuple_GET_ITEM(mark, 0));
-        if (upto == -1 && PyErr_Occurred()) {
-            Py_DECREF(mark);
-            goto fail;
-        }
-        if (upto > received) {
-            Py_DECREF(mark);
-            break;
-        }
-        if (now == NULL && (now = PyObject_CallNoArgs(self->loop_time)) == NULL) {
-            Py_DECREF(mark);
-            goto fail;
-        }
-        PyObject *seconds = PyNumber_Subtract(now, PyTuple_GET_ITEM(mark, 1));
+        double written = upto == -1 && PyErr_Occurred()
+                             ? -1.0
+                             : PyFloat_AsDouble(PyTuple_GET_ITEM(mark, 1));
         Py_DECREF(mark);
-        if (seconds == NULL)
-            goto fail;
+        if (written == -1.0 && PyErr_Occurred())
+            return -1;
+        if (upto > received)
+            break;
+        if (!have_now && read_marks_clock(self->clock, &now) < 0)
+            return -1;
+        have_now = 1;
         PyObject *r = pop_left(self->marks);
-        if (r == NULL) {
-            Py_DECREF(seconds);
-            goto fail;
-        }
-        Py_DECREF(r);
-        r = PyObject_CallOneArg(self->observe, seconds);
-        Py_DECREF(seconds);
         if (r == NULL)
-            goto fail;
+            return -1;
+        Py_DECREF(r);
+        if (latency != NULL) {
+            cf_latency_observe(latency, now - written);
+            continue;
+        }
+        PyObject *seconds = PyFloat_FromDouble(now - written);
+        r = seconds == NULL ? NULL : PyObject_CallOneArg(self->observe, seconds);
+        Py_XDECREF(seconds);
+        if (r == NULL)
+            return -1;
         Py_DECREF(r);
     }
-    Py_XDECREF(now);
     return 0;
-fail:
-    Py_XDECREF(now);
-    return -1;
 }
 
 static PyObject *
@@ -1786,7 +1799,7 @@ ShardReader_vectorcall(ShardReaderObject *self, PyObject *const *args, size_t na
 }
 
 BOUND_TYPE(ShardReaderType, ShardReaderObject, "ShardReader", ShardReader_vectorcall,
-           "ShardReader(conn, add_client, observe, loop_time, marks): "
+           "ShardReader(conn, add_client, observe, clock, marks): "
            "BackendConnection.data_received in C (see pool.py).")
 
 /* A shard connection's flush in C (BackendConnection.flush is the reference): what the
@@ -1795,8 +1808,8 @@ BOUND_TYPE(ShardReaderType, ShardReaderObject, "ShardReader", ShardReader_vector
 typedef struct {
     BOUND_HEAD
     PyObject *conn;
-    PyObject *loop_time; /* conn._loop.time */
-    PyObject *marks;     /* conn.marks */
+    PyObject *clock; /* None: time.monotonic's clock, read in C; else a callable (tests) */
+    PyObject *marks; /* conn.marks */
 } ShardWriterObject;
 
 static int
@@ -1839,10 +1852,20 @@ shard_flush(ShardWriterObject *self)
     total += n;
     if ((sent = PyLong_FromSsize_t(total)) == NULL || BACKEND_SET(conn, sent, sent) < 0)
         goto done;
-    if ((now = PyObject_CallNoArgs(self->loop_time)) == NULL)
+    double written;
+    if (read_marks_clock(self->clock, &written) < 0 || (now = PyFloat_FromDouble(written)) == NULL)
         goto done;
-    PyObject *mark = Py_BuildValue("(OOOn)", sent, now, data, n);
-    PyObject *r = mark == NULL ? NULL : append_to(self->marks, mark);
+    PyObject *mark = PyTuple_New(4), *count = PyLong_FromSsize_t(n);
+    if (mark == NULL || count == NULL) {
+        Py_XDECREF(mark);
+        Py_XDECREF(count);
+        goto done;
+    }
+    PyTuple_SET_ITEM(mark, 0, Py_NewRef(sent));
+    PyTuple_SET_ITEM(mark, 1, Py_NewRef(now));
+    PyTuple_SET_ITEM(mark, 2, Py_NewRef(data));
+    PyTuple_SET_ITEM(mark, 3, count);
+    PyObject *r = append_to(self->marks, mark);
     Py_XDECREF(mark);
     if (r == NULL)
         goto done;
@@ -1873,7 +1896,7 @@ ShardWriter_vectorcall(ShardWriterObject *self, PyObject *const *args, size_t na
 }
 
 BOUND_TYPE(ShardWriterType, ShardWriterObject, "ShardWriter", ShardWriter_vectorcall,
-           "ShardWriter(conn, loop_time, marks): BackendConnection.flush in C (see pool.py).")
+           "ShardWriter(conn, clock, marks): BackendConnection.flush in C (see pool.py).")
 
 /* flusher.Flusher in C (flusher.py is the reference): the same three methods, so registering
  * a connection and the per-turn flush cost no Python frame. */
@@ -2141,7 +2164,7 @@ PyInit__speedups(void)
         Py_DECREF(m);
         return NULL;
     }
-    if (cf_hotkeys_register(m) < 0)
+    if (cf_hotkeys_register(m) < 0 || cf_latency_register(m) < 0)
         Py_CLEAR(m);
     return m;
 }

@@ -14,6 +14,7 @@ import contextlib
 import gc
 import logging
 import signal
+import time
 from pathlib import Path
 
 from cachefleet.config import SidecarConfig, read_secret, split_address
@@ -261,10 +262,9 @@ class Sidecar:
         )  # fmt: skip
 
     async def _housekeeping(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
-            now = loop.time()
+            now = time.monotonic()  # the clock of the connections' marks
             for pool in [*self.pools.values(), *self.gutter.values()]:
                 pool.check_timeouts(now)
             for link in self.tracking.values():

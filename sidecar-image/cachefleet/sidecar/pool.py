@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
@@ -111,7 +112,9 @@ class BackendConnection(BackendCore, asyncio.Protocol):
         self.sent = 0
         self.received = 0
         # (requests sent up to it, time, its bytes, its request count) per write: latency and
-        # timeouts without per-request clocks, and the requests in flight when it fails.
+        # timeouts without per-request clocks, and the requests in flight when it fails. The
+        # time is time.monotonic(): uvloop's loop.time() ticks in whole milliseconds, coarser
+        # than a shard round trip.
         self.marks: collections.deque[tuple[int, float, Bytes, int]] = collections.deque()
         self.down_reason = ""
         self.failures = 0
@@ -123,10 +126,11 @@ class BackendConnection(BackendCore, asyncio.Protocol):
             # The C versions of data_received and flush: uvloop looks data_received up each
             # time it makes a transport for this connection, then calls it for every read;
             # the flusher calls flush once per loop turn this connection has output.
+            # None: they read the marks' clock (time.monotonic's) in C.
             vars(self)["data_received"] = make_shard_reader(
-                self, flusher.add_client, self.latency.observe, self._loop.time, self.marks
+                self, flusher.add_client, self.latency.observe, None, self.marks
             )
-            vars(self)["flush"] = make_shard_writer(self, self._loop.time, self.marks)
+            vars(self)["flush"] = make_shard_writer(self, None, self.marks)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -158,7 +162,7 @@ class BackendConnection(BackendCore, asyncio.Protocol):
         data = out[0] if len(out) == 1 else b"".join(out)
         self.transport.write(data)
         self.sent += len(out)
-        self.marks.append((self.sent, self._loop.time(), data, len(out)))
+        self.marks.append((self.sent, time.monotonic(), data, len(out)))
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -210,7 +214,7 @@ class BackendConnection(BackendCore, asyncio.Protocol):
             self.received += count
             marks = self.marks
             if marks and marks[0][0] <= self.received:
-                now = self._loop.time()
+                now = time.monotonic()
                 observe = self.latency.observe
                 while marks and marks[0][0] <= self.received:
                     observe(now - marks.popleft()[1])

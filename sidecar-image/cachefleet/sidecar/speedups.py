@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cachefleet.sidecar._speedups import HotKeys as NativeHotKeys
+    from cachefleet.sidecar._speedups import Latency as NativeLatency
     from cachefleet.sidecar._speedups import Ring as NativeRing
     from cachefleet.sidecar._speedups import RouteTable as NativeRouteTable
 
@@ -27,9 +28,10 @@ MakeRouteTable = Callable[..., "NativeRouteTable"]
 route_requests: RouteRequests | None = None
 # ClientConnection.data_received's common case in C: FastReader(client, app)
 make_fast_reader: Callable[[object, object], Callable[[bytes], None]] | None = None
-# BackendConnection.data_received in C: ShardReader(conn, add_client, observe, loop_time, marks)
+# BackendConnection.data_received in C: ShardReader(conn, add_client, observe, clock, marks),
+# clock None for time.monotonic's clock read in C
 make_shard_reader: Callable[..., Callable[[bytes], None]] | None = None
-# BackendConnection.flush in C: ShardWriter(conn, loop_time, marks)
+# BackendConnection.flush in C: ShardWriter(conn, clock, marks)
 make_shard_writer: Callable[..., Callable[[], None]] | None = None
 # flusher.Flusher in C: Flusher(loop)
 make_native_flusher: Callable[[object], object] | None = None
@@ -40,6 +42,8 @@ make_ring: MakeRing | None = None  # (ring.tokens, ring.owners) -> key look-up i
 make_route_table: MakeRouteTable | None = None
 # hotkeys.HotKeys in C: the same constructor and methods
 make_hot_keys: type[NativeHotKeys] | None = None
+# stats.Latency in C: Latency(bounds, window_bounds); ShardReader calls its observe in C
+make_latency: type[NativeLatency] | None = None
 
 
 class PlainCore:
@@ -81,6 +85,7 @@ if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
         make_ring = _speedups.Ring
         make_route_table = _speedups.RouteTable
         make_hot_keys = _speedups.HotKeys
+        make_latency = _speedups.Latency
 
 if TYPE_CHECKING:  # the classes are checked against the plain bases: the same attributes
     ClientCore = PlainCore

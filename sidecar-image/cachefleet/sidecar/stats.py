@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cachefleet.sidecar.commands import CommandSpec
+from cachefleet.sidecar.speedups import make_latency
 
 # Seconds; a shard round trip on loopback is ~50 µs, a slow one is several ms.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -38,10 +40,25 @@ def new_window() -> list[int]:
     return [0] * (len(HEALTH_BUCKETS) + 1)
 
 
+class LatencyHistogram(Protocol):
+    """What the shard connections, the admin endpoint and the health monitor use of a
+    histogram: ``Latency`` below, or its C version ``_speedups.Latency``."""
+
+    @property
+    def buckets(self) -> list[int]: ...
+    @property
+    def total(self) -> float: ...
+    @property
+    def count(self) -> int: ...
+    def observe(self, seconds: float) -> None: ...
+    def take_window(self) -> list[int]: ...
+
+
 @dataclass
 class Latency:
     """A histogram of shard round trips (one observation per batch written to a shard), and the
-    round trips since the health monitor's last look, in ``HEALTH_BUCKETS``."""
+    round trips since the health monitor's last look, in ``HEALTH_BUCKETS``. The reference of
+    ``_speedups.Latency``, whose observe a shard connection's C reader calls without a frame."""
 
     buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     total: float = 0.0
@@ -59,11 +76,17 @@ class Latency:
         return window
 
 
+def new_latency() -> LatencyHistogram:
+    if make_latency is not None:
+        return make_latency(LATENCY_BUCKETS, HEALTH_BUCKETS)
+    return Latency()
+
+
 @dataclass
 class ShardStats:
     c_requests: dict[CommandSpec, int] = field(default_factory=dict)  # the C loop
     python_requests: dict[CommandSpec, int] = field(default_factory=dict)  # the Python paths
-    latency: Latency = field(default_factory=Latency)
+    latency: LatencyHistogram = field(default_factory=new_latency)
 
 
 @dataclass
