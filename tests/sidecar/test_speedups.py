@@ -420,6 +420,44 @@ def test_route_requests_hands_a_diverted_owner_to_its_route_unit_and_goes_on() -
     assert targets[diverted][0].out == []
 
 
+def test_route_requests_looks_each_command_up_in_the_tables_own_copy() -> None:
+    """A pipeline that changes command at every request, and a table whose fast dict was
+    changed after it was built: each request still counted under its own command."""
+    fast = dict(FAST_COMMANDS)
+    table = native.RouteTable(NATIVE_RING, fast, bytes(4))
+    del fast[b"GET"]  # the table's copy keeps it
+    names = [b"GET", b"SET", b"SET", b"GET", b"INCR", b"GET"]
+    reqs = [
+        resp.encode_request([n, b"k%d" % i, b"v"] if n == b"SET" else [n, b"k%d" % i])
+        for i, n in enumerate(names)
+    ]
+    targets = [(FakeConn(), {}) for _ in range(4)]
+    (pos, stop, _, _, _), client, _ = enqueue(b"".join(reqs), 0, targets, table)
+    assert (pos, stop, len(client.pending)) == (sum(map(len, reqs)), STOP_END, len(reqs))
+    counted: collections.Counter[object] = collections.Counter()
+    for _, counts in targets:
+        counted.update(counts)
+    specs = {n: FAST_COMMANDS[n][0] for n in names}
+    assert counted == collections.Counter(specs[n] for n in names)
+
+
+def test_route_requests_reads_the_hot_key_clock_once_per_read() -> None:
+    reads: list[int] = []
+
+    def clock() -> int:
+        reads.append(1)
+        return 5_000_000_000
+
+    tracker = native.HotKeys(64, 4, clock=clock)
+    table = native.RouteTable(NATIVE_RING, FAST_COMMANDS, bytes(4), tracker=tracker)
+    reqs = b"".join(resp.encode_request([b"GET", b"celebrity"]) for _ in range(5))
+    before = len(reads)
+    (pos, stop, _, _, _), client, _ = enqueue(reqs, 0, [(FakeConn(), {}) for _ in range(4)], table)
+    assert (pos, stop, len(client.pending)) == (len(reqs), STOP_END, 5)
+    assert len(reads) - before == 1  # five requests of one read: one clock read
+    assert tracker.estimate(key_hash(b"celebrity")) == 5  # each of them counted
+
+
 NEXT_RING = classic_ring([Shard(f"shard-{i}") for i in range(5)])
 
 

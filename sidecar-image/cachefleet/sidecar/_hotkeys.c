@@ -17,6 +17,7 @@
 #define ROW_SALT_STEP 0x9E3779B9u
 #define MAX_CELLS ((long long)1 << 28)
 #define MAX_DEPTH 16
+#define MAX_SUB_WINDOWS 16
 
 /* The clock time.monotonic_ns reads, as of the last timer tick (a few ms at most): about 10 ns
  * a call instead of about 25-60, and sub-windows are hundreds of milliseconds long. */
@@ -53,6 +54,10 @@ typedef struct {
     PyObject *hot;      /* set of the hot keys */
     PyObject *hot_view; /* a frozenset of them, made on demand; NULL after a change */
     uint64_t generation;
+    /* The cells cf_hotkeys_prefetch located, for the observe that follows it. */
+    int prefetched;
+    uint32_t prefetched_hash;
+    size_t prefetched_starts[MAX_DEPTH];
 } HotKeysObject;
 
 static PyTypeObject HotKeysType;
@@ -106,24 +111,41 @@ sketch_estimate(const HotKeysObject *t, uint32_t key_hash)
     return window_count(t, starts);
 }
 
-/* Counts one occurrence by conservative update; returns the key's window estimate. */
+/* Counts one occurrence by conservative update; returns the key's window estimate. The update
+ * is branch-free (every row adds "held the least"): which rows hold it is a coin toss per key,
+ * and the mispredicted branch cost more than the rest of the update. */
 static uint64_t
 sketch_add(HotKeysObject *t, uint32_t key_hash)
 {
     size_t starts[MAX_DEPTH];
-    cell_starts(t, key_hash, starts);
-    uint32_t *cells = t->cells, slot = t->current, least = COUNTER_MAX;
-    for (uint32_t row = 0; row < t->depth; row++) {
-        if (cells[starts[row] + slot] < least)
-            least = cells[starts[row] + slot];
+    if (t->prefetched && t->prefetched_hash == key_hash)
+        memcpy(starts, t->prefetched_starts, sizeof(size_t) * t->depth);
+    else
+        cell_starts(t, key_hash, starts);
+    t->prefetched = 0;
+    uint32_t *cells = t->cells;
+    const uint32_t depth = t->depth, n = t->sub_windows, current = t->current;
+    uint32_t *at[MAX_DEPTH];
+    uint32_t floor = COUNTER_MAX;
+    for (uint32_t row = 0; row < depth; row++) {
+        at[row] = cells + starts[row];
+        uint32_t v = at[row][current];
+        floor = v < floor ? v : floor;
     }
-    if (least < COUNTER_MAX) {
-        for (uint32_t row = 0; row < t->depth; row++) {
-            if (cells[starts[row] + slot] == least)
-                cells[starts[row] + slot] = least + 1;
+    if (floor < COUNTER_MAX) {
+        for (uint32_t row = 0; row < depth; row++)
+            at[row][current] += at[row][current] == floor;
+    }
+    uint64_t total = 0;
+    for (uint32_t slot = 0; slot < n; slot++) {
+        uint32_t least = COUNTER_MAX;
+        for (uint32_t row = 0; row < depth; row++) {
+            uint32_t v = at[row][slot];
+            least = v < least ? v : least;
         }
+        total += least;
     }
-    return window_count(t, starts);
+    return total;
 }
 
 static void
@@ -341,11 +363,8 @@ set_epoch(HotKeysObject *t, int64_t epoch)
 }
 
 static int
-advance(HotKeysObject *t)
+advance_to(HotKeysObject *t, int64_t now)
 {
-    int64_t now;
-    if (read_clock(t, &now) < 0)
-        return -1;
     if (now < t->last_ns)
         now = t->last_ns;
     t->last_ns = now;
@@ -364,12 +383,21 @@ advance(HotKeysObject *t)
     return rotated ? refresh(t) : 0;
 }
 
+static int
+advance(HotKeysObject *t)
+{
+    int64_t now;
+    return read_clock(t, &now) < 0 ? -1 : advance_to(t, now);
+}
+
 /* -- per request ------------------------------------------------------------------------------ */
 
+/* now: the tracker's clock, read by the caller (advance_to). */
 static int
-observe(HotKeysObject *t, uint32_t key_hash, const char *key, Py_ssize_t len, PyObject *key_obj)
+observe(HotKeysObject *t, int64_t now, uint32_t key_hash, const char *key, Py_ssize_t len,
+        PyObject *key_obj)
 {
-    if (advance(t) < 0)
+    if (advance_to(t, now) < 0)
         return -1;
     uint64_t count = sketch_add(t, key_hash);
     Py_ssize_t slot = find_slot(t, key_hash, key, len);
@@ -407,12 +435,28 @@ observe(HotKeysObject *t, uint32_t key_hash, const char *key, Py_ssize_t len, Py
 static int ready(HotKeysObject *self);
 
 int
-cf_hotkeys_observe(PyObject *tracker, uint32_t key_hash, const char *key, Py_ssize_t len)
+cf_hotkeys_now(PyObject *tracker, int64_t *now)
+{
+    return read_clock((HotKeysObject *)tracker, now);
+}
+
+int
+cf_hotkeys_observe_at(PyObject *tracker, int64_t now, uint32_t key_hash, const char *key,
+                      Py_ssize_t len)
 {
     /* a failed re-__init__ leaves the tracker empty: an error, never a crash */
     if (ready((HotKeysObject *)tracker) < 0)
         return -1;
-    return observe((HotKeysObject *)tracker, key_hash, key, len, NULL);
+    return observe((HotKeysObject *)tracker, now, key_hash, key, len, NULL);
+}
+
+int
+cf_hotkeys_observe(PyObject *tracker, uint32_t key_hash, const char *key, Py_ssize_t len)
+{
+    int64_t now;
+    if (cf_hotkeys_now(tracker, &now) < 0)
+        return -1;
+    return cf_hotkeys_observe_at(tracker, now, key_hash, key, len);
 }
 
 void
@@ -421,10 +465,11 @@ cf_hotkeys_prefetch(PyObject *tracker, uint32_t key_hash)
     HotKeysObject *t = (HotKeysObject *)tracker;
     if (t->cells == NULL)
         return;
-    size_t starts[MAX_DEPTH];
-    cell_starts(t, key_hash, starts);
+    cell_starts(t, key_hash, t->prefetched_starts);
+    t->prefetched = 1;
+    t->prefetched_hash = key_hash;
     for (uint32_t row = 0; row < t->depth; row++)
-        __builtin_prefetch(&t->cells[starts[row]], 1, 3);
+        __builtin_prefetch(&t->cells[t->prefetched_starts[row]], 1, 3);
 }
 
 int
@@ -455,6 +500,7 @@ release(HotKeysObject *t)
     t->entries = NULL;
     t->index = NULL;
     t->top_k = t->tracked = 0;
+    t->prefetched = 0;
     Py_CLEAR(t->clock);
     Py_CLEAR(t->hot);
     Py_CLEAR(t->hot_view);
@@ -492,7 +538,7 @@ HotKeys_init(HotKeysObject *self, PyObject *args, PyObject *kwds)
         check_bound("top_k", top_k, 1, 10000) < 0 ||
         check_bound("threshold_per_second", threshold, 1, 1000000000) < 0 ||
         check_bound("window_ms", window_ms, 1, 60000) < 0 ||
-        check_bound("sub_windows", sub_windows, 1, 16) < 0 ||
+        check_bound("sub_windows", sub_windows, 1, MAX_SUB_WINDOWS) < 0 ||
         check_bound("cool_percent", cool_percent, 1, 100) < 0)
         return -1;
     if ((long long)width * depth * sub_windows > MAX_CELLS) {
@@ -617,7 +663,10 @@ HotKeys_observe(HotKeysObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (parse_hash(args[1], &key_hash) < 0)
         return NULL;
     /* the key object itself is kept if the key enters the table: no copy */
-    int hot = observe(self, key_hash, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]),
+    int64_t now;
+    if (read_clock(self, &now) < 0)
+        return NULL;
+    int hot = observe(self, now, key_hash, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]),
                       args[0]);
     return hot < 0 ? NULL : PyBool_FromLong(hot);
 }
@@ -645,7 +694,8 @@ HotKeys_observe_all(HotKeysObject *self, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_ValueError, "need one hash per key");
         r = -1;
     }
-    /* Through cf_hotkeys_observe, exactly as the request loop calls it (keys copied on entry). */
+    /* Through cf_hotkeys_observe, as the request loop calls it for a read of one request (keys
+     * copied on entry; a read of several reads the clock once for all). */
     for (Py_ssize_t i = 0; r >= 0 && i < n; i++) {
         PyObject *key = PySequence_Fast_GET_ITEM(keys, i);
         uint32_t key_hash;

@@ -29,6 +29,14 @@ int cf_hotkeys_check(PyObject *obj);
  * made with clock=... calls that Python callable instead (tests only). */
 int cf_hotkeys_observe(PyObject *tracker, uint32_t key_hash, const char *key, Py_ssize_t len);
 
+/* cf_hotkeys_observe in two steps, so a loop over the requests of one read reads the clock
+ * once: cf_hotkeys_now reads the tracker's clock (0, or -1 with an exception), and
+ * cf_hotkeys_observe_at counts the request at that time (a time before the tracker's last one
+ * counts as the last one, as the reference does with a clock that goes back). */
+int cf_hotkeys_now(PyObject *tracker, int64_t *now);
+int cf_hotkeys_observe_at(PyObject *tracker, int64_t now, uint32_t key_hash, const char *key,
+                          Py_ssize_t len);
+
 /* Starts fetching the sketch cells cf_hotkeys_observe will touch for key_hash (one cache line
  * per row), so the request loop can do other work while memory answers; no effect otherwise. */
 void cf_hotkeys_prefetch(PyObject *tracker, uint32_t key_hash);

@@ -393,6 +393,8 @@ typedef struct {
     PyObject_HEAD
     RingObject *ring;      /* key -> owner, the index of the owner's pool */
     PyObject *fast;        /* command name -> (spec, arity, class): what the fast path queues */
+    PyObject *last_name;   /* the name of the last command looked up in fast (bytes), and */
+    PyObject *last_entry;  /* its entry: a pipeline mostly repeats one command */
     Py_ssize_t pools;      /* owners are in [0, pools) */
     unsigned char *stops;  /* per owner: 0 = queue on the fast path, else the route reason */
     RingObject *other;     /* during a warm-up, the other ring (next or previous), same numbering */
@@ -485,9 +487,12 @@ RouteTable_init(RouteTableObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, why);
         return -1;
     }
+    /* A copy of fast: the table's own, so the last look-up it remembers cannot go stale. */
+    PyObject *own = PyDict_Copy(fast);
     unsigned char *copy = PyMem_Malloc((size_t)stops.len);
     unsigned char *ok = PyMem_Malloc((size_t)stops.len);
-    if (copy == NULL || ok == NULL) {
+    if (own == NULL || copy == NULL || ok == NULL) {
+        Py_XDECREF(own);
         PyMem_Free(copy);
         PyMem_Free(ok);
         PyBuffer_Release(&stops);
@@ -512,8 +517,9 @@ RouteTable_init(RouteTableObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->l1, l1 == Py_None ? NULL : Py_NewRef(l1));
     Py_INCREF(ring);
     Py_XSETREF(self->ring, (RingObject *)ring);
-    Py_INCREF(fast);
-    Py_XSETREF(self->fast, fast);
+    Py_XSETREF(self->fast, own);
+    Py_CLEAR(self->last_name);
+    Py_CLEAR(self->last_entry);
     if (mode != MODE_NONE) {
         Py_INCREF(other);
         Py_XSETREF(self->other, (RingObject *)other);
@@ -531,6 +537,8 @@ RouteTable_dealloc(RouteTableObject *self)
 {
     Py_XDECREF(self->ring);
     Py_XDECREF(self->fast);
+    Py_XDECREF(self->last_name);
+    Py_XDECREF(self->last_entry);
     Py_XDECREF(self->other);
     Py_XDECREF(self->tracker);
     Py_XDECREF(self->l1);
@@ -1043,6 +1051,29 @@ typedef struct {
 } Routed;
 
 /* route_requests without its result tuple: 0 with *out set, or -1 with an exception. */
+/* table.fast[name], borrowed; NULL when absent (an exception set only on error). The last
+ * command found is remembered: no bytes object for a name equal to the previous one. */
+static PyObject *
+fast_entry(RouteTableObject *table, const char *name_at, Py_ssize_t len)
+{
+    PyObject *last = table->last_name;
+    if (last != NULL && PyBytes_GET_SIZE(last) == len &&
+        memcmp(PyBytes_AS_STRING(last), name_at, (size_t)len) == 0)
+        return table->last_entry;
+    PyObject *name = PyBytes_FromStringAndSize(name_at, len);
+    if (name == NULL)
+        return NULL;
+    PyObject *entry = PyDict_GetItemWithError(table->fast, name);
+    if (entry == NULL) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    Py_XSETREF(table->last_name, name);
+    Py_INCREF(entry);
+    Py_XSETREF(table->last_entry, entry);
+    return entry;
+}
+
 static int
 route_core(PyObject *const *args, Py_ssize_t nargs, Routed *out)
 {
@@ -1071,6 +1102,7 @@ route_core(PyObject *const *args, Py_ssize_t nargs, Routed *out)
     max_bytes = PyLong_AsSsize_t(args[10]);
     if (max_bytes == -1 && PyErr_Occurred())
         return -1;
+    int64_t hot_now = -1; /* the hot-key tracker's clock, read at the first request it counts */
     while (pos < size) {
         Request q = {0, 0, 0, 0, -1, 0};
         int r = scan_one(p, pos, size, &q);
@@ -1084,11 +1116,7 @@ route_core(PyObject *const *args, Py_ssize_t nargs, Routed *out)
         stop = STOP_DISPATCH;
         if (targets == Py_None || q.key_len < 0 || q.end - pos > max_bytes)
             break;
-        PyObject *name = PyBytes_FromStringAndSize(p + q.name_at, q.name_len);
-        if (name == NULL)
-            return -1;
-        PyObject *entry = PyDict_GetItemWithError(table->fast, name); /* borrowed */
-        Py_DECREF(name);
+        PyObject *entry = fast_entry(table, p + q.name_at, q.name_len); /* borrowed */
         if (entry == NULL) {
             if (PyErr_Occurred())
                 return -1;
@@ -1114,7 +1142,10 @@ route_core(PyObject *const *args, Py_ssize_t nargs, Routed *out)
         }
         reason = route_decide(table, key, q.key_len, position, (int)klass, &owner);
         if (table->tracker != NULL) {
-            int hot = cf_hotkeys_observe(table->tracker, hash, key, q.key_len);
+            /* One clock read for the requests of this read: they arrived together. */
+            if (hot_now < 0 && cf_hotkeys_now(table->tracker, &hot_now) < 0)
+                return -1;
+            int hot = cf_hotkeys_observe_at(table->tracker, hot_now, hash, key, q.key_len);
             if (hot < 0)
                 return -1;
             if (hot && !reason && table->l1 != NULL && table->l1_ok[owner] &&
@@ -1387,12 +1418,48 @@ reply_end(const char *p, Py_ssize_t pos, Py_ssize_t size)
  * nothing unsent (so they cannot overtake earlier bytes); whatever the socket does not take at
  * once, or an error, goes to transport.write, which buffers the rest or fails the transport as
  * it always does. 0 or -1 with an exception. */
+/* The transport's methods write_now calls, looked up once per transport type (uvloop's) rather
+ * than by name on every write; only for types without an instance dict, where nothing can
+ * shadow them. */
+static PyTypeObject *transport_type;
+static PyObject *transport_methods[3]; /* is_closing, get_write_buffer_size, write */
+enum { IS_CLOSING, GET_WRITE_BUFFER_SIZE, WRITE };
+
+static PyObject *
+call_transport(PyObject *transport, int which, PyObject *arg)
+{
+    PyTypeObject *type = Py_TYPE(transport);
+    if (type != transport_type && type->tp_dictoffset == 0) {
+        PyObject *found[3] = {
+            PyObject_GetAttr((PyObject *)type, str_is_closing),
+            PyObject_GetAttr((PyObject *)type, str_get_write_buffer_size),
+            PyObject_GetAttr((PyObject *)type, str_write),
+        };
+        if (found[0] == NULL || found[1] == NULL || found[2] == NULL) {
+            for (int i = 0; i < 3; i++)
+                Py_XDECREF(found[i]);
+            PyErr_Clear(); /* not a transport we know: by name below, as always */
+        }
+        else {
+            Py_INCREF(type);
+            Py_XSETREF(transport_type, type);
+            for (int i = 0; i < 3; i++)
+                Py_XSETREF(transport_methods[i], found[i]);
+        }
+    }
+    PyObject *args[2] = {transport, arg};
+    if (type == transport_type)
+        return PyObject_Vectorcall(transport_methods[which], args, arg == NULL ? 1 : 2, NULL);
+    static PyObject **names[3] = {&str_is_closing, &str_get_write_buffer_size, &str_write};
+    return PyObject_VectorcallMethod(*names[which], args, arg == NULL ? 1 : 2, NULL);
+}
+
 static int
 write_now(PyObject *transport, long fd, PyObject *data)
 {
     PyObject *r;
     if (fd >= 0 && PyBytes_CheckExact(data)) {
-        r = PyObject_CallMethodNoArgs(transport, str_is_closing);
+        r = call_transport(transport, IS_CLOSING, NULL);
         if (r == NULL)
             return -1;
         int closing = PyObject_IsTrue(r);
@@ -1401,7 +1468,7 @@ write_now(PyObject *transport, long fd, PyObject *data)
             return -1;
         Py_ssize_t buffered = 1;
         if (!closing) {
-            r = PyObject_CallMethodNoArgs(transport, str_get_write_buffer_size);
+            r = call_transport(transport, GET_WRITE_BUFFER_SIZE, NULL);
             if (r == NULL)
                 return -1;
             buffered = PyLong_AsSsize_t(r);
@@ -1422,7 +1489,7 @@ write_now(PyObject *transport, long fd, PyObject *data)
                 PyObject *rest = PyBytes_FromStringAndSize(p + sent, size - sent);
                 if (rest == NULL)
                     return -1;
-                r = PyObject_CallMethodOneArg(transport, str_write, rest);
+                r = call_transport(transport, WRITE, rest);
                 Py_DECREF(rest);
                 if (r == NULL)
                     return -1;
@@ -1432,7 +1499,7 @@ write_now(PyObject *transport, long fd, PyObject *data)
             /* Nothing sent (EAGAIN, or an error uvloop will meet and report itself). */
         }
     }
-    r = PyObject_CallMethodOneArg(transport, str_write, data);
+    r = call_transport(transport, WRITE, data);
     if (r == NULL)
         return -1;
     Py_DECREF(r);
