@@ -947,6 +947,80 @@ def test_the_shard_writer_keeps_the_queue_while_there_is_no_transport() -> None:
     assert conn.out == [b"*1\r\n$4\r\nPING\r\n"] and conn.sent == 0 and not conn.marks
 
 
+class WriterClient(FakeClient):
+    """The attributes of a ClientConnection that ClientWriter uses, and a transport's close."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def answered(client: FakeClient, *replies: bytes | None) -> list[Slot]:
+    slots = []
+    for reply in replies:
+        slot = Slot(client)
+        slot.reply = reply
+        client.pending.append(slot)
+        slots.append(slot)
+    return slots
+
+
+@pytest.mark.parametrize("native_flush", [True, False])
+def test_the_client_writer_sends_the_answered_head_in_order_in_one_write(
+    native_flush: bool,
+) -> None:
+    """ClientWriter and the reference ClientConnection.flush, on the same client."""
+    client = WriterClient()
+    flush: Callable[[], None] = (
+        native.ClientWriter(client)
+        if native_flush
+        else lambda: server.ClientConnection.flush(client)  # type: ignore[arg-type]
+    )
+    flush()  # nothing pending: nothing written
+    _, _, waiting, _ = answered(client, b"+1\r\n", b"+2\r\n", None, b"+4\r\n")
+    flush()
+    assert client.written == [b"+1\r\n+2\r\n"] and client.pending[0] is waiting
+    waiting.reply = b"+3\r\n"
+    flush()
+    assert client.written[1:] == [b"+3\r\n+4\r\n"] and not client.pending
+    answered(client, b"+5\r\n")
+    flush()
+    assert client.written[2:] == [b"+5\r\n"]  # one reply: written as it is, no join
+    assert client.closed == 0
+
+
+@pytest.mark.parametrize("native_flush", [True, False])
+def test_the_client_writer_closes_a_closing_client_once_nothing_is_pending(
+    native_flush: bool,
+) -> None:
+    client = WriterClient()
+    flush: Callable[[], None] = (
+        native.ClientWriter(client)
+        if native_flush
+        else lambda: server.ClientConnection.flush(client)  # type: ignore[arg-type]
+    )
+    client.closing = True
+    _, waiting = answered(client, b"-ERR max number of clients reached\r\n", None)
+    flush()
+    assert client.written == [b"-ERR max number of clients reached\r\n"] and client.closed == 0
+    waiting.reply = b"+OK\r\n"
+    flush()
+    assert client.written[1:] == [b"+OK\r\n"] and client.closed == 1
+    client.transport = None  # type: ignore[assignment]  # the connection is gone
+    answered(client, b"+late\r\n")
+    flush()
+    assert len(client.written) == 2 and len(client.pending) == 1 and client.closed == 1
+
+
 # -- Latency: stats.Latency in C, and the marks' clock ------------------------------------
 
 

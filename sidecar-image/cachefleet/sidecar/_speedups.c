@@ -605,7 +605,8 @@ static PyObject *str_fast, *str_routes, *str_closing, *str_slow_path, *str_route
 static PyObject *str_popleft, *str_pending, *str_transport, *str_write, *str_parent,
     *str_part_done, *str_fd, *str_is_closing, *str_get_write_buffer_size;
 static PyObject *str_rest, *str_received, *str_on_push, *str_deliver_in_python, *str_fail,
-    *orphan_reason, *empty_bytes, *str_sent, *str_join, *str_run, *str_call_soon, *str_flush;
+    *orphan_reason, *empty_bytes, *str_sent, *str_join, *str_run, *str_call_soon, *str_flush,
+    *str_close;
 
 /* -- the fields the loops touch, in C ------------------------------------------------------
  * ClientCore, BackendCore and SlotCore are the C bases of server.ClientConnection,
@@ -642,7 +643,7 @@ typedef struct {
     BOUND_HEAD
 } BoundObject;
 
-static PyTypeObject FastReaderType, ShardReaderType, ShardWriterType;
+static PyTypeObject FastReaderType, ShardReaderType, ShardWriterType, ClientWriterType;
 
 #define FIELDS_AFTER(header, size) ((Py_ssize_t)(((size) - sizeof(header)) / sizeof(PyObject *)))
 
@@ -1965,6 +1966,107 @@ ShardWriter_vectorcall(ShardWriterObject *self, PyObject *const *args, size_t na
 BOUND_TYPE(ShardWriterType, ShardWriterObject, "ShardWriter", ShardWriter_vectorcall,
            "ShardWriter(conn, clock, marks): BackendConnection.flush in C (see pool.py).")
 
+/* A client connection's flush in C (ClientConnection.flush is the reference): the replies at
+ * the head of client.pending that have arrived leave in one write, in request order; a client
+ * that is closing is closed once nothing is pending. */
+typedef struct {
+    BOUND_HEAD
+    PyObject *client;
+} ClientWriterObject;
+
+/* The replies at the head of pending, taken off it: a new list (maybe empty), or NULL. */
+static PyObject *
+take_answered(PyObject *pending)
+{
+    PyObject *out = PyList_New(0);
+    while (out != NULL) {
+        Py_ssize_t n = PyObject_Length(pending);
+        if (n <= 0) {
+            if (n < 0)
+                Py_CLEAR(out);
+            break;
+        }
+        PyObject *slot = PySequence_GetItem(pending, 0);
+        PyObject *reply = slot == NULL ? NULL : SLOT_GET(slot, reply);
+        Py_XDECREF(slot);
+        if (reply == NULL || reply == Py_None) {
+            if (reply == NULL)
+                Py_CLEAR(out);
+            Py_XDECREF(reply);
+            break;
+        }
+        PyObject *r = pop_left(pending);
+        int e = r == NULL ? -1 : PyList_Append(out, reply);
+        Py_XDECREF(r);
+        Py_DECREF(reply);
+        if (e < 0)
+            Py_CLEAR(out);
+    }
+    return out;
+}
+
+static int
+client_flush(PyObject *client)
+{
+    PyObject *transport = CLIENT_GET(client, transport);
+    if (transport == NULL || transport == Py_None) {
+        Py_XDECREF(transport);
+        return transport == NULL ? -1 : 0;
+    }
+    int result = -1;
+    PyObject *data = NULL, *fd = NULL, *closing = NULL, *out = NULL;
+    PyObject *pending = CLIENT_GET(client, pending);
+    if (pending == NULL || (out = take_answered(pending)) == NULL)
+        goto done;
+    Py_ssize_t n = PyList_GET_SIZE(out);
+    if (n > 0) {
+        data = n == 1 ? Py_NewRef(PyList_GET_ITEM(out, 0))
+                      : PyObject_CallMethodOneArg(empty_bytes, str_join, out);
+        if (data == NULL || (fd = CLIENT_GET(client, fd)) == NULL)
+            goto done;
+        long fd_number = PyLong_AsLong(fd);
+        if ((fd_number == -1 && PyErr_Occurred()) || write_now(transport, fd_number, data) < 0)
+            goto done;
+    }
+    if ((closing = CLIENT_GET(client, closing)) == NULL)
+        goto done;
+    int is_closing = PyObject_IsTrue(closing);
+    Py_ssize_t left = is_closing > 0 ? PyObject_Length(pending) : 1;
+    if (is_closing < 0 || left < 0)
+        goto done;
+    if (left == 0) {
+        PyObject *r = PyObject_CallMethodNoArgs(transport, str_close);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+    }
+    result = 0;
+done:
+    Py_XDECREF(closing);
+    Py_XDECREF(fd);
+    Py_XDECREF(data);
+    Py_XDECREF(out);
+    Py_XDECREF(pending);
+    Py_DECREF(transport);
+    return result;
+}
+
+static PyObject *
+ClientWriter_vectorcall(ClientWriterObject *self, PyObject *const *args, size_t nargsf,
+                        PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "flush()");
+        return NULL;
+    }
+    if (client_flush(self->client) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+BOUND_TYPE(ClientWriterType, ClientWriterObject, "ClientWriter", ClientWriter_vectorcall,
+           "ClientWriter(client): ClientConnection.flush in C (see server.py).")
+
 /* flusher.Flusher in C (flusher.py is the reference): the same three methods, so registering
  * a connection and the per-turn flush cost no Python frame. */
 typedef struct {
@@ -2147,12 +2249,14 @@ PyInit__speedups(void)
         PyType_Ready(&FastReaderType) < 0 || PyType_Ready(&ShardReaderType) < 0 ||
         PyType_Ready(&ClientCoreType) < 0 || PyType_Ready(&BackendCoreType) < 0 ||
         PyType_Ready(&SlotCoreType) < 0 || PyType_Ready(&ShardWriterType) < 0 ||
+        PyType_Ready(&ClientWriterType) < 0 ||
         PyType_Ready(&FlusherType) < 0)
         return NULL;
 #define INTERN(var, text)                                                                     \
     if ((var = PyUnicode_InternFromString(text)) == NULL)                                     \
         return NULL;
     INTERN(str_state, "state")
+    INTERN(str_close, "close")
     INTERN(str_out, "out")
     INTERN(str_waiters, "waiters")
     INTERN(str_dirty, "dirty")
@@ -2227,6 +2331,7 @@ PyInit__speedups(void)
     }
     if (PyModule_AddType(m, &ClientCoreType) < 0 || PyModule_AddType(m, &BackendCoreType) < 0 ||
         PyModule_AddType(m, &SlotCoreType) < 0 || PyModule_AddType(m, &ShardWriterType) < 0 ||
+        PyModule_AddType(m, &ClientWriterType) < 0 ||
         PyModule_AddType(m, &FlusherType) < 0) {
         Py_DECREF(m);
         return NULL;

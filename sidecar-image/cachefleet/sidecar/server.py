@@ -36,7 +36,13 @@ from cachefleet.sidecar.resp import Bytes, ProtocolError, request_end
 from cachefleet.sidecar.route_table import FAST_COMMANDS, Outgoing, RouteTable, whole_key_hash
 from cachefleet.sidecar.router import send_same_shard, split
 from cachefleet.sidecar.slots import Slot
-from cachefleet.sidecar.speedups import ClientCore, make_fast_reader, socket_fd, write_now
+from cachefleet.sidecar.speedups import (
+    ClientCore,
+    make_client_writer,
+    make_fast_reader,
+    socket_fd,
+    write_now,
+)
 from cachefleet.sidecar.speedups import route_requests as _route
 
 if TYPE_CHECKING:
@@ -93,6 +99,9 @@ class ClientConnection(ClientCore, asyncio.Protocol):
             # The C version of data_received below: uvloop looks the method up once, when the
             # transport is made, and then calls this object for every read without a frame.
             vars(self)["data_received"] = make_fast_reader(self, app)
+        if make_client_writer is not None:
+            # The C version of flush below, which the flusher calls once per loop turn.
+            vars(self)["flush"] = make_client_writer(self)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -117,6 +126,7 @@ class ClientConnection(ClientCore, asyncio.Protocol):
         self.closing = True
         self.fast = None  # it holds this object
         vars(self).pop("data_received", None)  # so does the C data_received
+        vars(self).pop("flush", None)  # and the C flush
         self.pending.clear()
         self.app.client_closed(self)
 
@@ -484,6 +494,7 @@ class ClientConnection(ClientCore, asyncio.Protocol):
         self.flusher.add_client(self)
 
     def flush(self) -> None:
+        """The reference: with the C extension, ``_speedups.ClientWriter`` (set in __init__)."""
         transport = self.transport
         if transport is None:
             return

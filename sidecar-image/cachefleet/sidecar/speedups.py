@@ -33,6 +33,8 @@ make_fast_reader: Callable[[object, object], Callable[[bytes], None]] | None = N
 make_shard_reader: Callable[..., Callable[[bytes], None]] | None = None
 # BackendConnection.flush in C: ShardWriter(conn, clock, marks)
 make_shard_writer: Callable[..., Callable[[], None]] | None = None
+# ClientConnection.flush in C: ClientWriter(client)
+make_client_writer: Callable[[object], Callable[[], None]] | None = None
 # flusher.Flusher in C: Flusher(loop)
 make_native_flusher: Callable[[object], object] | None = None
 # transport.write with the system call made in C while the transport buffers nothing
@@ -80,6 +82,7 @@ if os.environ.get("CACHEFLEET_PURE_PYTHON", "") in ("", "0"):
         make_fast_reader = _speedups.FastReader
         make_shard_reader = _speedups.ShardReader
         make_shard_writer = _speedups.ShardWriter
+        make_client_writer = _speedups.ClientWriter
         make_native_flusher = _speedups.Flusher
         native_cores = (_speedups.ClientCore, _speedups.BackendCore, _speedups.SlotCore)
         make_ring = _speedups.Ring
