@@ -974,17 +974,20 @@ def answered(client: FakeClient, *replies: bytes | None) -> list[Slot]:
     return slots
 
 
+def client_flush(client: WriterClient, native_flush: bool) -> Callable[[], None]:
+    if native_flush:
+        writer: Callable[[], None] = native.ClientWriter(client)
+        return writer
+    return lambda: server.ClientConnection.flush(client)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("native_flush", [True, False])
 def test_the_client_writer_sends_the_answered_head_in_order_in_one_write(
     native_flush: bool,
 ) -> None:
     """ClientWriter and the reference ClientConnection.flush, on the same client."""
     client = WriterClient()
-    flush: Callable[[], None] = (
-        native.ClientWriter(client)
-        if native_flush
-        else lambda: server.ClientConnection.flush(client)  # type: ignore[arg-type]
-    )
+    flush = client_flush(client, native_flush)
     flush()  # nothing pending: nothing written
     _, _, waiting, _ = answered(client, b"+1\r\n", b"+2\r\n", None, b"+4\r\n")
     flush()
@@ -1003,11 +1006,7 @@ def test_the_client_writer_closes_a_closing_client_once_nothing_is_pending(
     native_flush: bool,
 ) -> None:
     client = WriterClient()
-    flush: Callable[[], None] = (
-        native.ClientWriter(client)
-        if native_flush
-        else lambda: server.ClientConnection.flush(client)  # type: ignore[arg-type]
-    )
+    flush = client_flush(client, native_flush)
     client.closing = True
     _, waiting = answered(client, b"-ERR max number of clients reached\r\n", None)
     flush()
