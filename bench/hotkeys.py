@@ -129,10 +129,22 @@ def main() -> None:
 
     timed = stream[: args.timed]
     timed_keys, timed_hashes = [names[r] for r in timed], [hashes[r] for r in timed]
-    cost: dict[str, float | None] = {"c_observe_all": None, "c_observe": None}
+    cost: dict[str, float | None] = {
+        "c_observe_all": None,
+        "c_observe": None,
+        "c_observe_all_uniform": None,
+    }
     if native:
         cost["c_observe_all"] = update_cost_ns(config, timed_keys, timed_hashes, True, True)
         cost["c_observe"] = update_cost_ns(config, timed_keys, timed_hashes, True, False)
+        # bench/sidecar's traffic: uniform keys, none hot, their sketch cells cold in the caches;
+        # each key a fresh object, as a key is in the buffer just read (a shared object picked
+        # at random would add a cache miss the request loop does not have)
+        draws = random.Random(args.seed).choices(range(args.keys), k=len(timed))
+        uniform = [b"user:%d" % r for r in draws]
+        cost["c_observe_all_uniform"] = update_cost_ns(
+            config, uniform, [mmh3.hash(k, 0, False) for k in uniform], True, True
+        )
     n = args.timed_python
     cost["python_observe"] = update_cost_ns(config, timed_keys[:n], timed_hashes[:n], False, False)
 
@@ -160,7 +172,12 @@ def main() -> None:
         f"{figures['memory_bytes']:,} bytes; overestimate mean {figures['overestimate_mean']:.2f} "
         f"max {figures['overestimate_max']}; top-{TOP} precision "
         f"{figures['top_precision']:.3f} recall {figures['top_recall']:.3f}; update "
-        + (f"{c_cost:.0f} ns in C (observe {cost['c_observe']:.0f} ns), " if c_cost else "")
+        + (
+            f"{c_cost:.0f} ns in C (observe {cost['c_observe']:.0f} ns; uniform keys "
+            f"{cost['c_observe_all_uniform']:.0f} ns), "
+            if c_cost
+            else ""
+        )
         + f"{cost['python_observe']:.0f} ns pure Python; "
         f"targets {'all met' if all(targets.values()) else 'MISSED: ' + str(targets)}"
     )
