@@ -647,18 +647,21 @@ static PyTypeObject FastReaderType, ShardReaderType, ShardWriterType, ClientWrit
 
 #define FIELDS_AFTER(header, size) ((Py_ssize_t)(((size) - sizeof(header)) / sizeof(PyObject *)))
 
+static int has_core(PyObject *obj, PyTypeObject *core);
+
 /* Where an object of these types keeps its references, and how many: every field of the cores
- * and of the bound objects is a PyObject *, so one traverse, clear and dealloc serve them all. */
+ * and of the bound objects is a PyObject *, so one traverse, clear and dealloc serve them all.
+ * Slots first: one is made and freed per request, and has_core knows their class. */
 static PyObject **
 fields_of(PyObject *self, Py_ssize_t *count)
 {
     PyTypeObject *t = Py_TYPE(self);
-    if (PyType_IsSubtype(t, &ClientCoreType))
-        *count = FIELDS_AFTER(PyObject, sizeof(ClientCoreObject));
-    else if (PyType_IsSubtype(t, &BackendCoreType))
-        *count = FIELDS_AFTER(PyObject, sizeof(BackendCoreObject));
-    else if (PyType_IsSubtype(t, &SlotCoreType))
+    if (has_core(self, &SlotCoreType))
         *count = FIELDS_AFTER(PyObject, sizeof(SlotCoreObject));
+    else if (has_core(self, &ClientCoreType))
+        *count = FIELDS_AFTER(PyObject, sizeof(ClientCoreObject));
+    else if (has_core(self, &BackendCoreType))
+        *count = FIELDS_AFTER(PyObject, sizeof(BackendCoreObject));
     else { /* a bound object: its type is not subclassed, so its size is its own */
         *count = FIELDS_AFTER(BoundObject, (size_t)t->tp_basicsize);
         return (PyObject **)((char *)self + sizeof(BoundObject));
