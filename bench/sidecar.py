@@ -47,6 +47,7 @@ from cachefleet.config import (  # noqa: E402
     HotKeysConfig,
     L1Config,
     ShardEndpoint,
+    SidecarConfig,
     WarmupConfig,
 )
 from cachefleet.ring import RingAssignment, Shard, classic_ring  # noqa: E402
@@ -241,6 +242,20 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def every_feature_on(config: SidecarConfig, gutter: str) -> SidecarConfig:
+    """The config with health checks, a gutter member at ``gutter``, hot keys and L1 on."""
+    return config.model_copy(
+        update={
+            "gutter": GutterConfig(
+                enabled=True, shards=[ShardEndpoint(name="gutter-0", address=gutter)]
+            ),
+            "health": HealthConfig(),
+            "hot_keys": HotKeysConfig(enabled=True),
+            "l1": L1Config(enabled=True),
+        }
+    )
+
+
 @contextlib.contextmanager
 def fleet() -> Iterator[tuple[list[Target], Sidecar]]:
     """Four shards behind twemproxy and the sidecar (with a gutter member and health checks),
@@ -249,16 +264,7 @@ def fleet() -> Iterator[tuple[list[Target], Sidecar]]:
         shards, direct, gutter, new = servers[:4], servers[4], servers[5], servers[6]
         addresses = [s.address for s in shards]
         plain = sidecar_config(addresses)
-        config = sidecar_config(addresses).model_copy(
-            update={
-                "gutter": GutterConfig(
-                    enabled=True, shards=[ShardEndpoint(name="gutter-0", address=gutter.address)]
-                ),
-                "health": HealthConfig(),
-                "hot_keys": HotKeysConfig(enabled=True),
-                "l1": L1Config(enabled=True),
-            }
-        )
+        config = every_feature_on(sidecar_config(addresses), gutter.address)
         other = sidecar_config(addresses)
         shadowing = plain.model_copy(
             update={

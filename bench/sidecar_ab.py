@@ -39,17 +39,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cachefleet.config import (  # noqa: E402
-    GutterConfig,
-    HealthConfig,
-    HotKeysConfig,
-    L1Config,
-    ShardEndpoint,
-    SidecarConfig,
-)
+from cachefleet.config import SidecarConfig  # noqa: E402
 
 from bench.entry import run  # noqa: E402
-from bench.sidecar import TESTS, path_shares, redis_benchmark  # noqa: E402
+from bench.sidecar import TESTS, every_feature_on, path_shares, redis_benchmark  # noqa: E402
 from tests.support import (  # noqa: E402
     Sidecar,
     cpu_times,
@@ -86,18 +79,7 @@ def build_extension(tree: Path) -> Path:
 
 def config_for(addresses: list[str], gutter: str | None) -> SidecarConfig:
     config = sidecar_config(addresses)
-    if gutter is None:
-        return config
-    return config.model_copy(
-        update={
-            "gutter": GutterConfig(
-                enabled=True, shards=[ShardEndpoint(name="gutter-0", address=gutter)]
-            ),
-            "health": HealthConfig(),
-            "hot_keys": HotKeysConfig(enabled=True),
-            "l1": L1Config(enabled=True),
-        }
-    )
+    return config if gutter is None else every_feature_on(config, gutter)
 
 
 @contextlib.contextmanager
