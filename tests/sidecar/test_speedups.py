@@ -648,7 +648,7 @@ def pure_python(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], None]]
     def switch() -> None:
         monkeypatch.setattr(server, "_route", None)
         monkeypatch.setattr(server, "make_fast_reader", None)
-        monkeypatch.setattr(server, "write_now", None)
+        monkeypatch.setattr(server, "make_client_writer", None)
         monkeypatch.setattr(pool, "make_shard_reader", None)
 
     yield switch

@@ -1510,6 +1510,39 @@ write_now(PyObject *transport, long fd, PyObject *data)
     return 0;
 }
 
+/* write_now on the socket in a connection's fd field: fd is the field's value as read (a new
+ * reference, released here; NULL when reading it failed). */
+static int
+write_now_on(PyObject *transport, PyObject *fd, PyObject *data)
+{
+    if (fd == NULL)
+        return -1;
+    long number = PyLong_AsLong(fd);
+    Py_DECREF(fd);
+    if (number == -1 && PyErr_Occurred())
+        return -1;
+    return write_now(transport, number, data);
+}
+
+/* The bytes a turn's queued pieces leave as, in one write: the piece itself when alone. */
+static PyObject *
+joined(PyObject *pieces)
+{
+    return PyList_GET_SIZE(pieces) == 1
+               ? Py_NewRef(PyList_GET_ITEM(pieces, 0))
+               : PyObject_CallMethodOneArg(empty_bytes, str_join, pieces);
+}
+
+/* The argument check of a flush(): 1 when there are none, else 0 with TypeError. */
+static int
+no_arguments(size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) == 0 && kwnames == NULL)
+        return 1;
+    PyErr_SetString(PyExc_TypeError, "flush() takes no arguments");
+    return 0;
+}
+
 /* BackendConnection.data_received's steps for one reply and its slot; 0 or -1 on error. */
 static int
 deliver_one(PyObject *slot, PyObject *raw, PyObject *add_client)
@@ -1567,15 +1600,9 @@ deliver_one(PyObject *slot, PyObject *raw, PyObject *add_client)
         PyObject *transport = CLIENT_GET(client, transport);
         if (transport == NULL)
             goto fail;
-        if (transport != Py_None) {
-            PyObject *fd_obj = CLIENT_GET(client, fd);
-            long fd = fd_obj == NULL ? -1 : PyLong_AsLong(fd_obj);
-            Py_XDECREF(fd_obj);
-            if ((fd_obj == NULL || (fd == -1 && PyErr_Occurred())) ||
-                write_now(transport, fd, raw) < 0) {
-                Py_DECREF(transport);
-                goto fail;
-            }
+        if (transport != Py_None && write_now_on(transport, CLIENT_GET(client, fd), raw) < 0) {
+            Py_DECREF(transport);
+            goto fail;
         }
         Py_DECREF(transport);
     }
@@ -1902,16 +1929,10 @@ shard_flush(ShardWriterObject *self)
         Py_DECREF(out);
         return n == 0 || !PyErr_Occurred() ? 0 : -1;
     }
-    PyObject *data = NULL, *fresh = PyList_New(0), *fd = NULL, *sent = NULL, *now = NULL;
+    PyObject *data = NULL, *fresh = PyList_New(0), *sent = NULL, *now = NULL;
     int result = -1;
-    if (fresh == NULL || BACKEND_SET(conn, out, fresh) < 0)
-        goto done;
-    data = n == 1 ? Py_NewRef(PyList_GET_ITEM(out, 0))
-                  : PyObject_CallMethodOneArg(empty_bytes, str_join, out);
-    if (data == NULL || (fd = BACKEND_GET(conn, fd)) == NULL)
-        goto done;
-    long fd_number = PyLong_AsLong(fd);
-    if ((fd_number == -1 && PyErr_Occurred()) || write_now(transport, fd_number, data) < 0)
+    if (fresh == NULL || BACKEND_SET(conn, out, fresh) < 0 || (data = joined(out)) == NULL ||
+        write_now_on(transport, BACKEND_GET(conn, fd), data) < 0)
         goto done;
     PyObject *before = BACKEND_GET(conn, sent);
     if (before == NULL)
@@ -1945,7 +1966,6 @@ shard_flush(ShardWriterObject *self)
 done:
     Py_XDECREF(now);
     Py_XDECREF(sent);
-    Py_XDECREF(fd);
     Py_XDECREF(data);
     Py_XDECREF(fresh);
     Py_DECREF(transport);
@@ -1957,11 +1977,7 @@ static PyObject *
 ShardWriter_vectorcall(ShardWriterObject *self, PyObject *const *args, size_t nargsf,
                        PyObject *kwnames)
 {
-    if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError, "flush()");
-        return NULL;
-    }
-    if (shard_flush(self) < 0)
+    if (!no_arguments(nargsf, kwnames) || shard_flush(self) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -2017,20 +2033,13 @@ client_flush(PyObject *client)
         return transport == NULL ? -1 : 0;
     }
     int result = -1;
-    PyObject *data = NULL, *fd = NULL, *closing = NULL, *out = NULL;
+    PyObject *data = NULL, *closing = NULL, *out = NULL;
     PyObject *pending = CLIENT_GET(client, pending);
     if (pending == NULL || (out = take_answered(pending)) == NULL)
         goto done;
-    Py_ssize_t n = PyList_GET_SIZE(out);
-    if (n > 0) {
-        data = n == 1 ? Py_NewRef(PyList_GET_ITEM(out, 0))
-                      : PyObject_CallMethodOneArg(empty_bytes, str_join, out);
-        if (data == NULL || (fd = CLIENT_GET(client, fd)) == NULL)
-            goto done;
-        long fd_number = PyLong_AsLong(fd);
-        if ((fd_number == -1 && PyErr_Occurred()) || write_now(transport, fd_number, data) < 0)
-            goto done;
-    }
+    if (PyList_GET_SIZE(out) > 0 &&
+        ((data = joined(out)) == NULL || write_now_on(transport, CLIENT_GET(client, fd), data) < 0))
+        goto done;
     if ((closing = CLIENT_GET(client, closing)) == NULL)
         goto done;
     int is_closing = PyObject_IsTrue(closing);
@@ -2046,7 +2055,6 @@ client_flush(PyObject *client)
     result = 0;
 done:
     Py_XDECREF(closing);
-    Py_XDECREF(fd);
     Py_XDECREF(data);
     Py_XDECREF(out);
     Py_XDECREF(pending);
@@ -2058,11 +2066,7 @@ static PyObject *
 ClientWriter_vectorcall(ClientWriterObject *self, PyObject *const *args, size_t nargsf,
                         PyObject *kwnames)
 {
-    if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError, "flush()");
-        return NULL;
-    }
-    if (client_flush(self->client) < 0)
+    if (!no_arguments(nargsf, kwnames) || client_flush(self->client) < 0)
         return NULL;
     Py_RETURN_NONE;
 }

@@ -41,7 +41,6 @@ from cachefleet.sidecar.speedups import (
     make_client_writer,
     make_fast_reader,
     socket_fd,
-    write_now,
 )
 from cachefleet.sidecar.speedups import route_requests as _route
 
@@ -503,11 +502,7 @@ class ClientConnection(ClientCore, asyncio.Protocol):
         while pending and pending[0].reply is not None:
             out.append(pending.popleft().reply)
         if out:
-            data = out[0] if len(out) == 1 else b"".join(out)  # type: ignore[arg-type]
-            if write_now is None:
-                transport.write(data)  # type: ignore[arg-type]
-            else:
-                write_now(transport, self.fd, data)  # type: ignore[arg-type]
+            transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[arg-type]
         if self.closing and not pending:
             transport.close()
 
