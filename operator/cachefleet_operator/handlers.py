@@ -159,13 +159,14 @@ def reconcile_once(runtime: OperatorRuntime, namespace: str, name: str) -> Recon
         now = _now()
         children = kube.list_children(namespace, name)
         target = warmup_target(cluster, _password(kube, cluster, children))
-        warmup, sidecars = observe_signal(runtime.signal, target, now)
+        reading = observe_signal(runtime.signal, target, now)
         observed = Observed(
             now=now,
             children=children,
             generated_password=new_password(),
-            warmup=warmup,
-            sidecars=sidecars,
+            warmup=reading.warmup,
+            sidecars=reading.sidecars,
+            leftovers=reading.leftovers,
         )
         plan = reconcile(copy.deepcopy(cluster), observed)
         _carry_out(kube, cluster, observed, plan)

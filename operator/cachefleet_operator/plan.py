@@ -45,6 +45,21 @@ class WarmupObservation:
 
 
 @dataclass(frozen=True)
+class LeftoverSweep:
+    """How far the deletion of keys that shards hold from an earlier ring has come this change
+    (see leftovers.py): ``done`` once every shard that gains keys was scanned to its end.
+
+    ``waiting_on`` says which shard could not be scanned and why.
+    """
+
+    done: bool
+    scanned: int
+    deleted: int
+    observed_at: datetime
+    waiting_on: str | None = None
+
+
+@dataclass(frozen=True)
 class SidecarReports:
     """Which config each sidecar runs, as they said recently (their heartbeats on the shards).
 
@@ -66,6 +81,8 @@ class Observed:
     generated_password: str = ""
     warmup: WarmupObservation | None = None
     sidecars: SidecarReports | None = None
+    # While a change is Provisioning: the sweep of leftover keys (None: nothing could be swept).
+    leftovers: LeftoverSweep | None = None
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,14 @@ from cachefleet_operator.naming import (
     shard_workload,
     sidecar_config,
 )
-from cachefleet_operator.plan import ChildRef, EventSpec, Manifest, Observed, ReconcilePlan
+from cachefleet_operator.plan import (
+    ChildRef,
+    EventSpec,
+    LeftoverSweep,
+    Manifest,
+    Observed,
+    ReconcilePlan,
+)
 from cachefleet_operator.ring_state import (
     WeightError,
     desired_shards,
@@ -140,6 +147,8 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
                 for kind in ("StatefulSet", "Service")
             ),
             hit_ratio=observed.warmup.hit_ratio if observed.warmup else None,
+            leftovers_swept=observed.leftovers is not None and observed.leftovers.done,
+            leftovers_deleted=observed.leftovers.deleted if observed.leftovers else 0,
         )
         step = advance(warm, effective.warm_up, facts, observed.now)
         events += step.events
@@ -426,8 +435,7 @@ def _progressing_condition(
         f"({warm.moved_fraction * 100:.1f}% of keys move)"
     )
     detail = {
-        "Provisioning": "waiting for new shards "
-        + (", ".join(waiting) if waiting else "to be created"),
+        "Provisioning": _provisioning_detail(waiting, observed.leftovers),
         "Shadowing": f"shadowing {warm.percent:g}% of requests to the next ring",
         "Grace": f"cut over ({warm.cutover_reason}); the old ring answers misses",
         "Finalizing": "the new ring is the only one; removing old shards",
@@ -438,6 +446,18 @@ def _progressing_condition(
     if pending is not None:
         message += f"; queued: {pending}"
     return condition("Progressing", True, warm.phase, message, live.conditions, observed.now)
+
+
+def _provisioning_detail(waiting: list[str], leftovers: LeftoverSweep | None) -> str:
+    if waiting:
+        return f"waiting for new shards {', '.join(waiting)}"
+    sweeping = "deleting the keys that shards hold from an earlier ring"
+    if leftovers is None:
+        return sweeping
+    detail = f"{sweeping}: {leftovers.scanned} scanned, {leftovers.deleted} deleted"
+    if leftovers.waiting_on:
+        detail += f"; cannot scan {leftovers.waiting_on}"
+    return detail
 
 
 def _degraded_condition(

@@ -3,6 +3,9 @@
     Provisioning ─► Shadowing (ramp steps) ─► cut-over ─► Grace ─► Finalizing ─► (Stable)
           └──────────── warmUp.enabled: false ──────────────────────┘
 
+Provisioning ends once the new shards are ready and the keys that shards hold from an earlier
+ring are deleted (leftovers.py): every way out of it shadows or cuts over.
+
 Every fact the machine needs is in the WarmUpStatus (persisted) or in WarmUpFacts (observed
 this time), and time comes only from ``now``. So a reconciler killed at any point and started
 again computes the same next state from status alone. A step that takes time records when it
@@ -23,6 +26,8 @@ from cachefleet_operator.plan import EventSpec
 
 # How often to look again while waiting on the outside world (pods, the hit ratio, deletions).
 POLL_SECONDS = 5.0
+# The leftover sweep works in slices of a turn each; the next slice should follow promptly.
+SWEEP_POLL_SECONDS = 0.5
 MAX_TRANSITIONS = 10
 
 
@@ -35,6 +40,9 @@ class WarmUpFacts:
     # No StatefulSet or Service of a removed shard is left.
     removed_shards_gone: bool
     hit_ratio: float | None
+    # Every shard that gains keys was scanned and its leftovers from an earlier ring deleted.
+    leftovers_swept: bool = False
+    leftovers_deleted: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,8 +100,21 @@ def _provisioning(
 ) -> tuple[WarmUpStatus | None, list[EventSpec], float | None]:
     if not facts.new_shards_ready:
         return state, [], POLL_SECONDS
+    if not facts.leftovers_swept:
+        return state, [], SWEEP_POLL_SECONDS
+    swept: list[EventSpec] = []
+    if facts.leftovers_deleted:
+        swept.append(
+            EventSpec(
+                "Normal",
+                "LeftoversDeleted",
+                f"deleted {facts.leftovers_deleted} keys that shards held from an earlier ring "
+                f"and get back on ring v{state.to_ring.version}",
+            )
+        )
     if not config.enabled:
-        return _cut_over(state, "WarmUpDisabled", facts.hit_ratio, now, config)
+        after, events, wait = _cut_over(state, "WarmUpDisabled", facts.hit_ratio, now, config)
+        return after, [*swept, *events], wait
     stamp = rfc3339(now)
     percent = config.steps[0]
     after = state.model_copy(
@@ -109,7 +130,7 @@ def _provisioning(
         f"shadowing {percent:g}% of requests to ring v{state.to_ring.version} "
         f"({state.to_shards} shards)"
     )
-    return after, [EventSpec("Normal", "ShadowingStarted", message)], None
+    return after, [*swept, EventSpec("Normal", "ShadowingStarted", message)], None
 
 
 def _shadowing(

@@ -13,6 +13,10 @@ others mostly counts its normal traffic. Each sidecar also says which config it 
 In the e2e tests there are no running Redis pods (no kubelet), so the tests feed the hit ratio
 through a file. Both sit behind ``WarmupSignal`` and are chosen on the command line:
 ``--warmup-signal redis`` (default) or ``--warmup-signal file:/path/signal.json``.
+
+The same choice says whether there are shards to sweep while a change is Provisioning (see
+leftovers.py): the redis signal sweeps them; the file signal has no Redis to reach, so it
+reports the sweep done with nothing scanned.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from cachefleet.ring import Ring, RingAssignment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cachefleet_operator import naming
-from cachefleet_operator.plan import SidecarReports, WarmupObservation
+from cachefleet_operator.leftovers import RedisLeftoverSweeper, SweepTarget, receiving_shards
+from cachefleet_operator.plan import LeftoverSweep, SidecarReports, WarmupObservation
+from cachefleet_operator.shard_client import shard_client
 
 logger = logging.getLogger("cachefleet.operator")
 
@@ -56,19 +62,22 @@ class WarmupTarget:
     change_id: str = ""  # the sidecars' counters are under cachefleet:warmup:<change_id>
     # HOST:PORT of the shards where sidecars report their config (the heartbeat key's owners).
     heartbeat_addresses: tuple[str, ...] = ()
+    # While Provisioning: the shards to delete leftover keys on.
+    sweep: SweepTarget | None = None
 
 
+PROVISIONING = "Provisioning"
 SHADOWING = "Shadowing"
 FINALIZING = "Finalizing"
 
 
 def warmup_target(cluster: dict[str, Any], password: str | None) -> WarmupTarget | None:
-    """Where to read the warm-up's measurement (while shadowing) and the sidecars' reports
-    (while finalizing) for a CacheCluster as the API returns it; None when no warm-up is in one
-    of those phases."""
+    """What this turn of the warm-up needs from the shards of a CacheCluster as the API returns
+    it: the leftovers to sweep (while provisioning), the measurement (while shadowing) or the
+    sidecars' reports (while finalizing); None when no warm-up is in one of those phases."""
     warm_up = (cluster.get("status") or {}).get("warmUp") or {}
     phase = warm_up.get("phase")
-    if phase not in (SHADOWING, FINALIZING):
+    if phase not in (PROVISIONING, SHADOWING, FINALIZING):
         return None
     meta = cluster["metadata"]
 
@@ -79,6 +88,33 @@ def warmup_target(cluster: dict[str, Any], password: str | None) -> WarmupTarget
         RingAssignment.model_validate(warm_up[side]["assignment"]).to_ring()
         for side in ("fromRing", "toRing")
     ]
+    change = change_id(warm_up["toRing"]["version"])
+    if phase == PROVISIONING:
+        persistent = bool(((cluster.get("spec") or {}).get("persistence") or {}).get("enabled"))
+        added = set(warm_up.get("addedShards") or ())
+        shards = [
+            shard
+            for shard in receiving_shards(rings[0], rings[1])
+            # An added shard without persistence starts empty: nothing of an earlier ring.
+            if persistent or shard not in added
+        ]
+        sweep = SweepTarget(
+            namespace=meta["namespace"],
+            cluster=meta["name"],
+            change_id=change,
+            shards=tuple((shard, address(shard)) for shard in shards),
+            active=rings[0],
+            following=rings[1],
+            password=password,
+        )
+        return WarmupTarget(
+            namespace=meta["namespace"],
+            cluster=meta["name"],
+            addresses=(),
+            password=password,
+            change_id=change,
+            sweep=sweep,
+        )
     heartbeats = sorted({address(ring.shard_for(HEARTBEAT_KEY.encode())) for ring in rings})
     warming = gaining_shards(rings[0], rings[1]) if phase == SHADOWING else []
     return WarmupTarget(
@@ -86,7 +122,7 @@ def warmup_target(cluster: dict[str, Any], password: str | None) -> WarmupTarget
         cluster=meta["name"],
         addresses=tuple(address(shard) for shard in warming),
         password=password,
-        change_id=change_id(warm_up["toRing"]["version"]),
+        change_id=change,
         heartbeat_addresses=tuple(heartbeats),
     )
 
@@ -106,24 +142,40 @@ class WarmupSignal(Protocol):
         """Which config each sidecar heard from recently runs; None when nobody can tell."""
         ...
 
+    def sweep(self, target: SweepTarget, now: datetime) -> LeftoverSweep:
+        """Go on deleting the keys ``target``'s shards hold from an earlier ring."""
+        ...
+
+
+@dataclass(frozen=True)
+class SignalReading:
+    """What one turn read: at most one of these is set, by the phase."""
+
+    warmup: WarmupObservation | None = None
+    sidecars: SidecarReports | None = None
+    leftovers: LeftoverSweep | None = None
+
 
 def observe_signal(
     signal: WarmupSignal, target: WarmupTarget | None, now: datetime
-) -> tuple[WarmupObservation | None, SidecarReports | None]:
-    """What this turn of the warm-up needs from ``signal``: the warming shards' hit ratio while
-    shadowing, or else the sidecars' reports while finalizing; (None, None) outside those
-    phases (``target`` None) or when the signal cannot be read."""
+) -> SignalReading:
+    """What this turn of the warm-up needs from ``signal``: the leftover sweep while
+    provisioning, the warming shards' hit ratio while shadowing, or else the sidecars' reports
+    while finalizing; nothing outside those phases (``target`` None) or when the signal cannot
+    be read."""
     if target is None:
-        return None, None
+        return SignalReading()
     try:
+        if target.sweep is not None:
+            return SignalReading(leftovers=signal.sweep(target.sweep, now))
         if target.addresses:
-            return signal.observe(target, now), None
-        return None, signal.sidecars(target, now)
+            return SignalReading(warmup=signal.observe(target, now))
+        return SignalReading(sidecars=signal.sidecars(target, now))
     except WarmupSignalError as error:
         # Unreadable signal: the warm-up sees "nothing measured" and falls back to its ramp
         # timeout, rather than the whole reconcile failing.
         logger.warning("%s/%s: warm-up signal: %s", target.namespace, target.cluster, error)
-        return None, None
+        return SignalReading()
 
 
 class _Reading(BaseModel):
@@ -165,6 +217,10 @@ class FileWarmupSignal:
     def sidecars(self, target: WarmupTarget, now: datetime) -> SidecarReports | None:
         return None  # the e2e clusters run no sidecars
 
+    def sweep(self, target: SweepTarget, now: datetime) -> LeftoverSweep:
+        # The e2e clusters run no Redis: no shard holds a key to sweep.
+        return LeftoverSweep(done=True, scanned=0, deleted=0, observed_at=now)
+
 
 class RedisWarmupSignal:
     """Sums the hits and misses every sidecar added to ``cachefleet:warmup:<changeId>`` on each
@@ -175,23 +231,20 @@ class RedisWarmupSignal:
     observation uses everything counted so far.
     """
 
-    def __init__(self, timeout: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        timeout: float = 1.0,
+        clock: Callable[[], float] = time.time,
+        sweeper: RedisLeftoverSweeper | None = None,
+    ) -> None:
         self.timeout = timeout
         self.clock = clock
+        self.sweeper = sweeper or RedisLeftoverSweeper()
         self._lock = threading.Lock()
         self._previous: dict[tuple[str, str, str, tuple[str, ...]], tuple[int, int]] = {}
 
     def _client(self, address: str, password: str | None) -> Any:
-        import redis
-
-        host, _, port = address.rpartition(":")
-        return redis.Redis(
-            host=host,
-            port=int(port),
-            password=password,
-            socket_timeout=self.timeout,
-            socket_connect_timeout=self.timeout,
-        )
+        return shard_client(address, password, self.timeout)
 
     def observe(self, target: WarmupTarget, now: datetime) -> WarmupObservation:
         import redis
@@ -246,6 +299,9 @@ class RedisWarmupSignal:
         cutoff = self.clock() - SIDECAR_REPORT_MAX_AGE
         versions = {name: version for name, (when, version) in newest.items() if when >= cutoff}
         return SidecarReports(versions=versions, observed_at=now)
+
+    def sweep(self, target: SweepTarget, now: datetime) -> LeftoverSweep:
+        return self.sweeper.sweep(target, now)
 
 
 def parse_warmup_signal(spec: str) -> WarmupSignal:

@@ -14,7 +14,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cachefleet.config import SidecarConfig
-from cachefleet_operator.plan import Observed, ReconcilePlan, SidecarReports, WarmupObservation
+from cachefleet_operator.plan import (
+    LeftoverSweep,
+    Observed,
+    ReconcilePlan,
+    SidecarReports,
+    WarmupObservation,
+)
 from cachefleet_operator.reconcile import reconcile
 
 START = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -50,6 +56,11 @@ class Fleet:
     hit_ratio: float | None = None
     # Which config each sidecar says it runs (None: no report could be read).
     sidecars: dict[str, str] | None = None
+    # The sweep of keys left from an earlier ring, while a change is Provisioning (None: the
+    # shards could not be reached at all).
+    leftovers: LeftoverSweep | None = field(
+        default_factory=lambda: LeftoverSweep(done=True, scanned=0, deleted=0, observed_at=START)
+    )
     plans: list[ReconcilePlan] = field(default_factory=list)
     writes: int = 0
     password_counter: int = 0
@@ -63,6 +74,7 @@ class Fleet:
             generated_password=f"generated-{self.password_counter}",
             warmup=warmup,
             sidecars=None if self.sidecars is None else SidecarReports(self.sidecars, self.now),
+            leftovers=self.leftovers,
         )
 
     def plan(self) -> ReconcilePlan:

@@ -6,6 +6,8 @@ import copy
 from typing import Any
 
 from cachefleet.ring import RingAssignment, Shard, plan_change
+from cachefleet_operator.plan import LeftoverSweep
+from cachefleet_operator.warmup import SWEEP_POLL_SECONDS
 
 from tests.operator.fleet import Fleet, cache_cluster
 
@@ -322,3 +324,53 @@ def test_reweighting_alone_is_a_capacity_change() -> None:
     [change] = [e for e in plan.events if e.reason == "CapacityChange"]
     assert change.message == "reweighting 4 shards: 15.0% of keys move"
     assert fleet.status["shardStatuses"][0]["share"] == 0.25
+
+
+def test_nothing_shadows_or_cuts_over_before_leftovers_of_an_earlier_ring_are_deleted() -> None:
+    for warm_up in (dict(WARM_UP), {"enabled": False}):
+        fleet = settled(5, warmUp=warm_up)
+        fleet.leftovers = None  # no shard could be reached
+        fleet.edit(shards=4)
+        for _ in range(3):
+            fleet.reconcile()
+            fleet.advance(5)
+        assert fleet.phase == "Provisioning"
+        config = fleet.sidecar_config()
+        assert config.warmup is None and len(config.ring.shards) == 5  # the active ring only
+        progressing = fleet.condition("Progressing")["message"]
+        assert progressing.endswith(": deleting the keys that shards hold from an earlier ring"), (
+            progressing
+        )
+
+        fleet.leftovers = LeftoverSweep(
+            done=False,
+            scanned=1000,
+            deleted=12,
+            observed_at=fleet.now,
+            waiting_on="shard-2 (cache-shard-2:6379): Connection refused",
+        )
+        plan = fleet.reconcile()
+        assert fleet.phase == "Provisioning"
+        assert plan.requeue_after == SWEEP_POLL_SECONDS
+        assert fleet.condition("Progressing")["message"].endswith(
+            ": deleting the keys that shards hold from an earlier ring: 1000 scanned, "
+            "12 deleted; cannot scan shard-2 (cache-shard-2:6379): Connection refused"
+        )
+
+        fleet.leftovers = LeftoverSweep(done=True, scanned=2000, deleted=40, observed_at=fleet.now)
+        plan = fleet.reconcile()
+        assert fleet.phase == ("Shadowing" if warm_up.get("enabled", True) else "Finalizing")
+        [swept] = [e for e in plan.events if e.reason == "LeftoversDeleted"]
+        assert swept.message == (
+            "deleted 40 keys that shards held from an earlier ring and get back on ring "
+            f"v{fleet.status['warmUp']['toRing']['version']}"
+        )
+        assert reasons(fleet).index("LeftoversDeleted") < len(plan.events) - 1  # said first
+
+
+def test_a_sweep_that_deleted_nothing_says_nothing() -> None:
+    fleet = settled(5)
+    fleet.edit(shards=4)
+    plan = fleet.reconcile()
+    assert fleet.phase == "Shadowing"
+    assert "LeftoversDeleted" not in [e.reason for e in plan.events]

@@ -172,13 +172,19 @@ class LocalFleet:
                 addresses=tuple(local.get(a, a) for a in target.addresses),
                 heartbeat_addresses=tuple(local.get(a, a) for a in target.heartbeat_addresses),
             )
-        warmup, sidecars = observe_signal(self.signal, target, now)
+            if target.sweep is not None:
+                shards = tuple((shard, local.get(a, a)) for shard, a in target.sweep.shards)
+                target = dataclasses.replace(
+                    target, sweep=dataclasses.replace(target.sweep, shards=shards)
+                )
+        reading = observe_signal(self.signal, target, now)
         observed = Observed(
             now=now,
             children=self._observed_children(),
             generated_password=new_password(),
-            warmup=warmup,
-            sidecars=sidecars,
+            warmup=reading.warmup,
+            sidecars=reading.sidecars,
+            leftovers=reading.leftovers,
         )
         plan = reconcile(copy.deepcopy(self.cluster), observed)
         self._carry_out(plan)

@@ -3,6 +3,10 @@ the two planes, like the config itself, so both import them from here."""
 
 from __future__ import annotations
 
+# Every key the two planes keep on the shards for themselves starts with this (the heartbeats
+# and counters below, the warm-up's tombstones, the gutter's journal); an app's keys must not.
+OWN_KEY_PREFIX = "cachefleet:"
+
 # A hash of sidecar identity -> "<configVersion> <unix time>", on the shard that owns this key.
 HEARTBEAT_KEY = "cachefleet:sidecars"
 # Per capacity change, a hash of the shadowed reads' hits and misses on each warming shard.
