@@ -9,12 +9,15 @@ touched would be served with its old value after the cut-over (and by the grace 
 So while a change is Provisioning, before anything shadows or cuts over, the operator scans every
 shard that gains keys and deletes each key that the next ring gives to it and the active ring
 gives to another shard. Provisioning is the phase where this is complete:
-- the sidecars' config carries the active ring alone, so no sidecar writes a key to a shard that
-  is not its active owner: no leftover can appear while the scan runs or after it;
-- SCAN returns every key that is there for the whole scan, so none is missed;
+- the sweep begins once every sidecar heard from runs the Provisioning config, the active ring
+  alone (warmup.py waits for that, 120 s at most, then goes on with a Warning): from then on no
+  sidecar writes a key to a shard that is not its active owner, so no leftover can appear while
+  the scan runs or after it;
+- SCAN returns every key that is there for the whole scan, so none is missed, as long as the
+  server is the same process (the scan starts again when its run_id changes);
 - from Shadowing on, the only values a warming owner gets for keys it does not own yet are the
-  warm-up's own (mirrors, guarded copies, deletes), which are current. The sweep must not run
-  then: it would delete those.
+  warm-up's own (mirrors, guarded copies, deletes), which are current. The sweep does not run
+  then: it would cost those hits.
 
 A shard that the change adds needs no scan when persistence is off (it starts empty); with
 persistence on it may come back on a volume kept from an earlier life of that name, so it is
@@ -77,7 +80,11 @@ class SweepTarget:
 
     namespace: str
     cluster: str
+    uid: str  # a cluster recreated under the same name is another sweep
     change_id: str
+    # When the sweep began (every sidecar running the Provisioning config): a later start is
+    # another sweep, from the first key.
+    started_at: str
     # (shard name, HOST:PORT) of every shard to scan.
     shards: tuple[tuple[str, str], ...]
     active: Ring
@@ -88,6 +95,10 @@ class SweepTarget:
 @dataclass
 class _ShardScan:
     cursor: int = 0
+    # The server process the cursor belongs to: Redis seeds its key hashing per process, so a
+    # cursor means nothing to a restarted server (and a persistent one reloads its snapshot,
+    # leftovers included). A scan that sees another run_id starts again from the first key.
+    run_id: str = ""
     finished: bool = False
 
 
@@ -100,7 +111,12 @@ class _ChangeScan:
 
 
 class RedisLeftoverSweeper:
-    """Scans the target's shards with SCAN and deletes leftovers with UNLINK."""
+    """Scans the target's shards with SCAN and deletes leftovers with UNLINK.
+
+    Reconciles of one CacheCluster never overlap (the scheduler runs one at a time per object),
+    so a sweep's state needs no lock of its own; the lock guards only the table of sweeps, which
+    reconciles of different clusters share.
+    """
 
     def __init__(
         self,
@@ -112,60 +128,53 @@ class RedisLeftoverSweeper:
         self.timeout = timeout
         self.clock = clock
         self._lock = threading.Lock()
-        self._changes: dict[tuple[str, str, str], _ChangeScan] = {}
+        self._sweeps: dict[tuple[str, ...], _ChangeScan] = {}
 
     def _client(self, address: str, password: str | None) -> Any:
         return shard_client(address, password, self.timeout)
+
+    def _progress(self, target: SweepTarget) -> _ChangeScan:
+        cluster = (target.namespace, target.cluster)
+        memory = (*cluster, target.uid, target.change_id, target.started_at)
+        with self._lock:
+            # One sweep at a time per cluster: an older one's cursors mean nothing now.
+            for other in [m for m in self._sweeps if m[:2] == cluster and m != memory]:
+                del self._sweeps[other]
+            return self._sweeps.setdefault(memory, _ChangeScan())
 
     def sweep(self, target: SweepTarget, now: datetime) -> LeftoverSweep:
         """Go on with the sweep for at most the budget; say how far it has come."""
         import redis
 
-        memory = (target.namespace, target.cluster, target.change_id)
-        with self._lock:
-            # One change at a time per cluster: an older change's cursors mean nothing now.
-            for other in [m for m in self._changes if m[:2] == memory[:2] and m != memory]:
-                del self._changes[other]
-            progress = self._changes.setdefault(memory, _ChangeScan())
-            deadline = self.clock() + self.budget_seconds
-            waiting_on: str | None = None
-            for shard, address in target.shards:
-                scan = progress.shards.setdefault(shard, _ShardScan())
-                if scan.finished:
-                    continue
-                if self.clock() >= deadline:
-                    break
-                try:
-                    self._scan(target, shard, address, scan, progress, deadline)
-                except redis.RedisError as error:
-                    waiting_on = f"{shard} ({address}): {error}"
-                    if waiting_on != progress.waiting_on:  # once per obstacle, not per turn
-                        logger.warning(
-                            "%s/%s: cannot sweep leftovers on %s",
-                            target.namespace,
-                            target.cluster,
-                            waiting_on,
-                        )
-            progress.waiting_on = waiting_on
-            done = all(
-                progress.shards.get(shard, _ShardScan()).finished for shard, _ in target.shards
-            )
-            if done and progress.deleted:
-                logger.info(
-                    "%s/%s: change %s: deleted %d leftover keys of %d scanned",
-                    target.namespace,
-                    target.cluster,
-                    target.change_id,
-                    progress.deleted,
-                    progress.scanned,
-                )
-            return LeftoverSweep(
-                done=done,
-                scanned=progress.scanned,
-                deleted=progress.deleted,
-                observed_at=now,
-                waiting_on=waiting_on,
-            )
+        progress = self._progress(target)
+        deadline = self.clock() + self.budget_seconds
+        waiting_on: str | None = None
+        for shard, address in target.shards:
+            scan = progress.shards.setdefault(shard, _ShardScan())
+            if scan.finished:
+                continue
+            if self.clock() >= deadline:
+                break
+            try:
+                self._scan(target, shard, address, scan, progress, deadline)
+            except redis.RedisError as error:
+                waiting_on = f"{shard} ({address}): {error}"
+                if waiting_on != progress.waiting_on:  # once per obstacle, not per turn
+                    logger.warning(
+                        "%s/%s: cannot sweep leftovers on %s",
+                        target.namespace,
+                        target.cluster,
+                        waiting_on,
+                    )
+        progress.waiting_on = waiting_on
+        done = all(progress.shards.get(s, _ShardScan()).finished for s, _ in target.shards)
+        return LeftoverSweep(
+            done=done,
+            scanned=progress.scanned,
+            deleted=progress.deleted,
+            observed_at=now,
+            waiting_on=waiting_on,
+        )
 
     def _scan(
         self,
@@ -179,6 +188,16 @@ class RedisLeftoverSweeper:
         is_leftover = leftover_test(shard, target.active, target.following)
         client = self._client(address, target.password)
         try:
+            run_id = str(client.info("server")["run_id"])
+            if run_id != scan.run_id:
+                if scan.run_id:
+                    logger.info(
+                        "%s/%s: %s restarted during the leftover sweep: scanning it again",
+                        target.namespace,
+                        target.cluster,
+                        shard,
+                    )
+                scan.cursor, scan.run_id = 0, run_id
             while self.clock() < deadline:
                 cursor, keys = client.scan(scan.cursor, count=SCAN_COUNT)
                 leftovers = [key for key in keys if is_leftover(key)]
@@ -188,6 +207,14 @@ class RedisLeftoverSweeper:
                 scan.cursor = int(cursor)
                 if scan.cursor == 0:
                     scan.finished = True
+                    logger.info(
+                        "%s/%s: change %s: %s swept, %d leftover keys deleted so far",
+                        target.namespace,
+                        target.cluster,
+                        target.change_id,
+                        shard,
+                        progress.deleted,
+                    )
                     return
         finally:
             client.close()

@@ -69,16 +69,17 @@ from cachefleet_operator.ring_state import (
     next_ring,
     ring_names,
 )
-from cachefleet_operator.warmup import WarmUpFacts, advance
+from cachefleet_operator.warmup import (
+    SIDECAR_POLL_SECONDS,
+    SIDECAR_WAIT_SECONDS,
+    WarmUpFacts,
+    advance,
+)
 
 # Kinds the operator renders; only these are ever deleted as no longer desired.
 MANAGED_KINDS = frozenset({"StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget"})
 # While shards are not ready, look again now and then so status follows them.
 READINESS_POLL_SECONDS = 30.0
-# Removed shards are deleted once every sidecar heard from runs the final config, or after this
-# long for sidecars that never say so (an old sidecar image, a pod that cannot reach the shards).
-SIDECAR_WAIT_SECONDS = 120.0
-SIDECAR_POLL_SECONDS = 5.0
 
 
 def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
@@ -136,7 +137,13 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
 
     context = RenderContext(owner, effective)
     requeue: float | None = None
+    lagging_now: list[str] = []
     if warm is not None:
+        if warm.phase == "Provisioning":
+            # The config sidecars must run before the leftover sweep: the active ring alone.
+            provisioning = sidecar_settings(context, _routing(ring, warm)[0]).config_version
+            lagging_now = _lagging_sidecars(provisioning, observed)
+        leftovers = observed.leftovers
         facts = WarmUpFacts(
             new_shards_ready=_shards_ready(
                 context, warm.added_shards, observed, effective.warm_up.wait_for_ready_shards
@@ -147,8 +154,10 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
                 for kind in ("StatefulSet", "Service")
             ),
             hit_ratio=observed.warmup.hit_ratio if observed.warmup else None,
-            leftovers_swept=observed.leftovers is not None and observed.leftovers.done,
-            leftovers_deleted=observed.leftovers.deleted if observed.leftovers else 0,
+            lagging_sidecars=tuple(lagging_now),
+            leftovers_swept=leftovers is not None and leftovers.done,
+            leftovers_deleted=leftovers.deleted if leftovers else 0,
+            leftovers_blocked=leftovers is not None and leftovers.waiting_on is not None,
         )
         step = advance(warm, effective.warm_up, facts, observed.now)
         events += step.events
@@ -161,6 +170,8 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
     settings = sidecar_settings(context, routing)
     config_map = stamped(sidecar_config_map(context, settings))
     lagging: list[str] = []
+    if warm is not None and warm.phase == "Provisioning":
+        lagging = lagging_now
     if warm is not None and warm.phase == "Finalizing":
         live_config = observed.children.get(("ConfigMap", sidecar_config(owner.name)))
         lagging = _lagging_sidecars(settings.config_version, observed)
@@ -435,22 +446,29 @@ def _progressing_condition(
         f"({warm.moved_fraction * 100:.1f}% of keys move)"
     )
     detail = {
-        "Provisioning": _provisioning_detail(waiting, observed.leftovers),
+        "Provisioning": _provisioning_detail(warm, waiting, lagging, observed.leftovers),
         "Shadowing": f"shadowing {warm.percent:g}% of requests to the next ring",
         "Grace": f"cut over ({warm.cutover_reason}); the old ring answers misses",
         "Finalizing": "the new ring is the only one; removing old shards",
     }[warm.phase]
     message = f"{change}: {detail}"
-    if lagging:
+    if lagging and warm.phase == "Finalizing":
         message += f"; {len(lagging)} sidecars do not run the final config yet"
     if pending is not None:
         message += f"; queued: {pending}"
     return condition("Progressing", True, warm.phase, message, live.conditions, observed.now)
 
 
-def _provisioning_detail(waiting: list[str], leftovers: LeftoverSweep | None) -> str:
+def _provisioning_detail(
+    warm: WarmUpStatus, waiting: list[str], lagging: list[str], leftovers: LeftoverSweep | None
+) -> str:
     if waiting:
         return f"waiting for new shards {', '.join(waiting)}"
+    if warm.sweep_started_at is None:
+        return (
+            f"waiting for {len(lagging)} sidecars to run the current config before deleting "
+            "the keys that shards hold from an earlier ring"
+        )
     sweeping = "deleting the keys that shards hold from an earlier ring"
     if leftovers is None:
         return sweeping

@@ -3,8 +3,9 @@
     Provisioning ─► Shadowing (ramp steps) ─► cut-over ─► Grace ─► Finalizing ─► (Stable)
           └──────────── warmUp.enabled: false ──────────────────────┘
 
-Provisioning ends once the new shards are ready and the keys that shards hold from an earlier
-ring are deleted (leftovers.py): every way out of it shadows or cuts over.
+Provisioning ends once the new shards are ready, every sidecar runs the Provisioning config
+(the active ring alone), and then the keys that shards hold from an earlier ring are deleted
+(leftovers.py): every way out of it shadows or cuts over.
 
 Every fact the machine needs is in the WarmUpStatus (persisted) or in WarmUpFacts (observed
 this time), and time comes only from ``now``. So a reconciler killed at any point and started
@@ -28,6 +29,10 @@ from cachefleet_operator.plan import EventSpec
 POLL_SECONDS = 5.0
 # The leftover sweep works in slices of a turn each; the next slice should follow promptly.
 SWEEP_POLL_SECONDS = 0.5
+# How long a step waits for sidecars to run the config it needs before it goes on anyway (a
+# sidecar that cannot load a config would otherwise hold every change forever).
+SIDECAR_WAIT_SECONDS = 120.0
+SIDECAR_POLL_SECONDS = 5.0
 MAX_TRANSITIONS = 10
 
 
@@ -40,9 +45,14 @@ class WarmUpFacts:
     # No StatefulSet or Service of a removed shard is left.
     removed_shards_gone: bool
     hit_ratio: float | None
+    # Sidecars heard from recently that run another config than this phase's (while
+    # Provisioning: the active ring alone).
+    lagging_sidecars: tuple[str, ...] = ()
     # Every shard that gains keys was scanned and its leftovers from an earlier ring deleted.
     leftovers_swept: bool = False
     leftovers_deleted: int = 0
+    # A shard to sweep could not be reached this turn.
+    leftovers_blocked: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,8 +110,10 @@ def _provisioning(
 ) -> tuple[WarmUpStatus | None, list[EventSpec], float | None]:
     if not facts.new_shards_ready:
         return state, [], POLL_SECONDS
+    if state.sweep_started_at is None:
+        return _start_sweep(state, facts, now)
     if not facts.leftovers_swept:
-        return state, [], SWEEP_POLL_SECONDS
+        return state, [], POLL_SECONDS if facts.leftovers_blocked else SWEEP_POLL_SECONDS
     swept: list[EventSpec] = []
     if facts.leftovers_deleted:
         swept.append(
@@ -131,6 +143,31 @@ def _provisioning(
         f"({state.to_shards} shards)"
     )
     return after, [*swept, EventSpec("Normal", "ShadowingStarted", message)], None
+
+
+def _start_sweep(
+    state: WarmUpStatus, facts: WarmUpFacts, now: datetime
+) -> tuple[WarmUpStatus | None, list[EventSpec], float | None]:
+    """The sweep is complete only if no sidecar still writes by an older ring, which could put
+    a leftover back behind it: it begins once every sidecar runs the Provisioning config, or
+    after SIDECAR_WAIT_SECONDS with a Warning naming those that do not."""
+    lagging = facts.lagging_sidecars
+    patience = SIDECAR_WAIT_SECONDS - seconds_since(state.phase_started_at, now)
+    if lagging and patience > 0:
+        return state, [], min(max(patience, 1.0), SIDECAR_POLL_SECONDS)
+    events = []
+    if lagging:
+        shown = ", ".join(lagging[:3]) + (", …" if len(lagging) > 3 else "")
+        events.append(
+            EventSpec(
+                "Warning",
+                "SidecarsLagging",
+                f"{len(lagging)} sidecars still reported another config after "
+                f"{SIDECAR_WAIT_SECONDS:g} s ({shown}); deleting leftovers of earlier rings "
+                "anyway: one of them may write a key back to a shard that will own it",
+            )
+        )
+    return state.model_copy(update={"sweep_started_at": rfc3339(now)}), events, None
 
 
 def _shadowing(

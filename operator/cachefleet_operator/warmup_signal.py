@@ -89,6 +89,7 @@ def warmup_target(cluster: dict[str, Any], password: str | None) -> WarmupTarget
         for side in ("fromRing", "toRing")
     ]
     change = change_id(warm_up["toRing"]["version"])
+    heartbeats = sorted({address(ring.shard_for(HEARTBEAT_KEY.encode())) for ring in rings})
     if phase == PROVISIONING:
         persistent = bool(((cluster.get("spec") or {}).get("persistence") or {}).get("enabled"))
         added = set(warm_up.get("addedShards") or ())
@@ -98,24 +99,31 @@ def warmup_target(cluster: dict[str, Any], password: str | None) -> WarmupTarget
             # An added shard without persistence starts empty: nothing of an earlier ring.
             if persistent or shard not in added
         ]
-        sweep = SweepTarget(
-            namespace=meta["namespace"],
-            cluster=meta["name"],
-            change_id=change,
-            shards=tuple((shard, address(shard)) for shard in shards),
-            active=rings[0],
-            following=rings[1],
-            password=password,
-        )
+        # The sweep begins once the machine says every sidecar runs the Provisioning config;
+        # until then only the sidecars' reports are read.
+        started = warm_up.get("sweepStartedAt")
+        sweep = None
+        if started:
+            sweep = SweepTarget(
+                namespace=meta["namespace"],
+                cluster=meta["name"],
+                uid=str(meta.get("uid") or ""),
+                change_id=change,
+                started_at=started,
+                shards=tuple((shard, address(shard)) for shard in shards),
+                active=rings[0],
+                following=rings[1],
+                password=password,
+            )
         return WarmupTarget(
             namespace=meta["namespace"],
             cluster=meta["name"],
             addresses=(),
             password=password,
             change_id=change,
+            heartbeat_addresses=tuple(heartbeats),
             sweep=sweep,
         )
-    heartbeats = sorted({address(ring.shard_for(HEARTBEAT_KEY.encode())) for ring in rings})
     warming = gaining_shards(rings[0], rings[1]) if phase == SHADOWING else []
     return WarmupTarget(
         namespace=meta["namespace"],
@@ -149,7 +157,8 @@ class WarmupSignal(Protocol):
 
 @dataclass(frozen=True)
 class SignalReading:
-    """What one turn read: at most one of these is set, by the phase."""
+    """What one turn read, by the phase: the sidecars' reports (provisioning, finalizing), the
+    leftover sweep (provisioning), the warming shards' hit ratio (shadowing)."""
 
     warmup: WarmupObservation | None = None
     sidecars: SidecarReports | None = None
@@ -159,15 +168,16 @@ class SignalReading:
 def observe_signal(
     signal: WarmupSignal, target: WarmupTarget | None, now: datetime
 ) -> SignalReading:
-    """What this turn of the warm-up needs from ``signal``: the leftover sweep while
-    provisioning, the warming shards' hit ratio while shadowing, or else the sidecars' reports
-    while finalizing; nothing outside those phases (``target`` None) or when the signal cannot
-    be read."""
+    """What this turn of the warm-up needs from ``signal``: the sidecars' reports and the
+    leftover sweep while provisioning, the warming shards' hit ratio while shadowing, or else
+    the sidecars' reports while finalizing; nothing outside those phases (``target`` None) or
+    when the signal cannot be read."""
     if target is None:
         return SignalReading()
     try:
         if target.sweep is not None:
-            return SignalReading(leftovers=signal.sweep(target.sweep, now))
+            sidecars = signal.sidecars(target, now)
+            return SignalReading(sidecars=sidecars, leftovers=signal.sweep(target.sweep, now))
         if target.addresses:
             return SignalReading(warmup=signal.observe(target, now))
         return SignalReading(sidecars=signal.sidecars(target, now))

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 from cachefleet.ring import Ring
+from cachefleet_operator import warmup_signal
 from cachefleet_operator.local import LocalFleet
 
 from tests.support import free_port
@@ -73,9 +74,10 @@ def write_all(client: redis.Redis, value: bytes) -> None:
     assert all(pipe.execute())
 
 
-def test_keys_back_on_their_earlier_shard_are_not_served_with_its_old_values(
-    fleet: LocalFleet,
-) -> None:
+def away_and_back(fleet: LocalFleet) -> tuple[list[Any], list[bytes], list[str]]:
+    """4 → 5 → 4 with every key written before and between the changes and none touched during
+    them: the values read after, the keys at risk (kept by a shard that owns them again) and
+    the second change's events."""
     client = redis.Redis(port=fleet.sidecar_port, protocol=2, socket_timeout=5)
     rings: list[Ring] = [fleet.status_ring()]
     write_all(client, b"v1")
@@ -84,16 +86,36 @@ def test_keys_back_on_their_earlier_shard_are_not_served_with_its_old_values(
     write_all(client, b"v2")  # the moved keys' v1 copies stay on their ring-4 owners
     events = change(fleet, 4)
     rings.append(fleet.status_ring())
-
     first, between, last = rings
-    kept = [k for k in KEYS if first.shard_for(k) == last.shard_for(k) != between.shard_for(k)]
+    at_risk = [k for k in KEYS if first.shard_for(k) == last.shard_for(k) != between.shard_for(k)]
+    values = client.mget(KEYS)
+    client.close()
+    return values, at_risk, events
+
+
+def test_keys_back_on_their_earlier_shard_are_not_served_with_its_old_values(
+    fleet: LocalFleet,
+) -> None:
+    values, kept, events = away_and_back(fleet)
     assert len(kept) > 100  # the case under test happens to enough keys
     # A miss is what a cache may answer after a change (the immediate cut-over loses the moved
     # keys); the old value never.
-    values = client.mget(KEYS)
     stale = [k for k, v in zip(KEYS, values, strict=True) if v not in (b"v2", None)]
     assert stale == [], (len(stale), stale[:5])
     assert values.count(b"v2") > len(KEYS) // 2
-    client.close()
     [deleted] = [e for e in events if e.startswith("LeftoversDeleted")]
     assert deleted.startswith(f"LeftoversDeleted: deleted {len(kept)} keys "), events
+
+
+@pytest.mark.parametrize("fleet", ["warmed"], indirect=True)
+def test_without_the_sweep_every_key_at_risk_is_served_stale(
+    fleet: LocalFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control: the same run with no shard to sweep serves each kept key's old value, so
+    the test above would see the gap if the sweep missed."""
+    monkeypatch.setattr(warmup_signal, "receiving_shards", lambda active, following: [])
+    values, at_risk, events = away_and_back(fleet)
+    stale = [k for k, v in zip(KEYS, values, strict=True) if v == b"v1"]
+    print(f"without the sweep: {len(stale)} of {len(KEYS)} keys stale")
+    assert sorted(stale) == sorted(at_risk)
+    assert not any(e.startswith("LeftoversDeleted") for e in events)

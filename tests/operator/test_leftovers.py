@@ -63,6 +63,21 @@ def server() -> Iterator[RedisServer]:
         stop_redis(redis_server)
 
 
+def shard_0_target(server: RedisServer) -> SweepTarget:
+    """The sweep of ``server`` as shard-0 when 5 → 4 follows 4 → 5."""
+    return SweepTarget(
+        namespace="apps",
+        cluster="cache",
+        uid="uid-1",
+        change_id="v3",
+        started_at="2026-01-01T00:00:00Z",
+        shards=(("shard-0", server.address),),
+        active=FIVE,
+        following=FOUR_AGAIN,
+        password=PASSWORD,
+    )
+
+
 def ticking_clock() -> Callable[[], float]:
     """A clock that moves one second each time it is read, so a budget counts SCAN calls."""
     ticks = count()
@@ -99,15 +114,7 @@ def test_the_sweep_deletes_only_leftovers_and_resumes_where_the_last_turn_stoppe
         for keys in kinds.values():
             client.mset({key: b"old" for key in keys})
         client.mset({key: b"1" for key in own})
-    target = SweepTarget(
-        namespace="apps",
-        cluster="cache",
-        change_id="v3",
-        shards=(("shard-0", server.address),),
-        active=FIVE,
-        following=FOUR_AGAIN,
-        password=PASSWORD,
-    )
+    target = shard_0_target(server)
     sweeper = RedisLeftoverSweeper(budget_seconds=4, clock=ticking_clock())
     turns = [sweeper.sweep(target, NOW)]
     while not turns[-1].done:
@@ -136,7 +143,9 @@ def test_an_unreachable_shard_holds_the_sweep_and_is_named_until_it_answers(
     target = SweepTarget(
         namespace="apps",
         cluster="cache",
+        uid="uid-1",
         change_id="v3",
+        started_at="2026-01-01T00:00:00Z",
         shards=(("shard-0", server.address), ("shard-1", f"127.0.0.1:{down_port}")),
         active=FIVE,
         following=FOUR_AGAIN,
@@ -163,19 +172,51 @@ def test_an_unreachable_shard_holds_the_sweep_and_is_named_until_it_answers(
         stop_redis(late)
 
 
-def test_a_new_change_sweeps_from_the_start(server: RedisServer) -> None:
+def test_another_change_start_or_cluster_sweeps_from_the_first_key(server: RedisServer) -> None:
     kinds = keys_by_kind("shard-0", FIVE, FOUR_AGAIN, 1000)
-    target = SweepTarget(
-        "apps", "cache", "v3", (("shard-0", server.address),), FIVE, FOUR_AGAIN, PASSWORD
-    )
+    target = shard_0_target(server)
     sweeper = RedisLeftoverSweeper()
     assert sweeper.sweep(target, NOW).done
+    for other in (
+        dataclasses.replace(target, change_id="v4"),
+        dataclasses.replace(target, started_at="2026-01-01T00:02:00Z"),
+        dataclasses.replace(target, uid="uid-2"),  # deleted and created again, same name
+    ):
+        with server.client() as client:
+            client.mset({key: b"old" for key in kinds["leftover"]})
+            assert sweeper.sweep(target, NOW).done  # that sweep is over: it scans nothing
+            assert client.exists(*kinds["leftover"]) == len(kinds["leftover"])
+        result = sweeper.sweep(other, NOW)
+        assert result.done and result.deleted == len(kinds["leftover"]), other
+        target = other
+
+
+def test_a_shard_that_restarts_during_the_sweep_is_scanned_again_from_its_first_key(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(leftovers, "SCAN_COUNT", 50)
+    kinds = keys_by_kind("shard-0", FIVE, FOUR_AGAIN, 6000)
     with server.client() as client:
-        client.mset({key: b"old" for key in kinds["leftover"]})
-    assert sweeper.sweep(target, NOW).deleted == 0  # this change's sweep is over
-    again = dataclasses.replace(target, change_id="v4")
-    result = sweeper.sweep(again, NOW)
-    assert result.done and result.deleted == len(kinds["leftover"])
+        client.mset({key: b"old" for keys in kinds.values() for key in keys})
+    target = shard_0_target(server)
+    sweeper = RedisLeftoverSweeper(budget_seconds=20, clock=ticking_clock())
+    first = sweeper.sweep(target, NOW)
+    assert not first.done and first.scanned < 6000 / 2
+    # The same shard comes back as another process with the keys again (a snapshot reload):
+    # the old cursor would skip a part of its table.
+    stop_redis(server)
+    again = start_redis(password=PASSWORD, port=server.port)
+    try:
+        with again.client() as client:
+            client.mset({key: b"old" for keys in kinds.values() for key in keys})
+        result = first
+        while not result.done:
+            result = sweeper.sweep(target, NOW)
+        with again.client() as client:
+            left = set(client.scan_iter(count=1000))
+        assert left == kinds["owned"] | kinds["elsewhere"]
+    finally:
+        stop_redis(again)
 
 
 def provisioning(before: int, after: int, **spec: Any) -> dict[str, Any]:
@@ -183,6 +224,7 @@ def provisioning(before: int, after: int, **spec: Any) -> dict[str, Any]:
     fleet.reconcile()
     fleet.reconcile()
     fleet.leftovers = None  # nothing swept: the change stays Provisioning
+    fleet.sidecars = {"app-0": "an-older-config"}  # and the sweep does not begin
     fleet.edit(shards=after)
     fleet.reconcile()
     fleet.reconcile()
@@ -191,8 +233,15 @@ def provisioning(before: int, after: int, **spec: Any) -> dict[str, Any]:
 
 
 def test_provisioning_sweeps_every_shard_that_gets_keys_and_new_ones_only_if_persistent() -> None:
-    target = warmup_target(provisioning(5, 4), "pw")
+    cluster = provisioning(5, 4)
+    target = warmup_target(cluster, "pw")
+    assert target is not None and target.heartbeat_addresses
+    assert target.sweep is None  # not before the sidecars run the Provisioning config
+    cluster["status"]["warmUp"]["sweepStartedAt"] = "2026-11-26T12:00:10Z"
+    target = warmup_target(cluster, "pw")
     assert target is not None and target.sweep is not None
+    assert target.sweep.uid == "uid-cache"
+    assert target.sweep.started_at == "2026-11-26T12:00:10Z"
     assert [shard for shard, _ in target.sweep.shards] == [f"shard-{i}" for i in range(4)]
     assert target.sweep.shards[0][1].startswith("cache-shard-0")
     assert target.sweep.password == "pw" and target.addresses == ()
@@ -203,9 +252,13 @@ def test_provisioning_sweeps_every_shard_that_gets_keys_and_new_ones_only_if_per
 
     # A shard the change adds starts empty, unless it keeps snapshots on a volume that may have
     # outlived an earlier shard of the same name.
-    target = warmup_target(provisioning(4, 5), None)
+    cluster = provisioning(4, 5)
+    cluster["status"]["warmUp"]["sweepStartedAt"] = "2026-11-26T12:00:10Z"
+    target = warmup_target(cluster, None)
     assert target is not None and target.sweep is not None and target.sweep.shards == ()
-    target = warmup_target(provisioning(4, 5, persistence={"enabled": True}), None)
+    cluster = provisioning(4, 5, persistence={"enabled": True})
+    cluster["status"]["warmUp"]["sweepStartedAt"] = "2026-11-26T12:00:10Z"
+    target = warmup_target(cluster, None)
     assert target is not None and target.sweep is not None
     assert [shard for shard, _ in target.sweep.shards] == ["shard-4"]
 

@@ -6,8 +6,14 @@ import copy
 from typing import Any
 
 from cachefleet.ring import RingAssignment, Shard, plan_change
+from cachefleet_operator.clock import rfc3339
 from cachefleet_operator.plan import LeftoverSweep
-from cachefleet_operator.warmup import SWEEP_POLL_SECONDS
+from cachefleet_operator.warmup import (
+    POLL_SECONDS,
+    SIDECAR_POLL_SECONDS,
+    SIDECAR_WAIT_SECONDS,
+    SWEEP_POLL_SECONDS,
+)
 
 from tests.operator.fleet import Fleet, cache_cluster
 
@@ -351,7 +357,7 @@ def test_nothing_shadows_or_cuts_over_before_leftovers_of_an_earlier_ring_are_de
         )
         plan = fleet.reconcile()
         assert fleet.phase == "Provisioning"
-        assert plan.requeue_after == SWEEP_POLL_SECONDS
+        assert plan.requeue_after == POLL_SECONDS  # a shard cannot be reached: not every 0.5 s
         assert fleet.condition("Progressing")["message"].endswith(
             ": deleting the keys that shards hold from an earlier ring: 1000 scanned, "
             "12 deleted; cannot scan shard-2 (cache-shard-2:6379): Connection refused"
@@ -365,12 +371,56 @@ def test_nothing_shadows_or_cuts_over_before_leftovers_of_an_earlier_ring_are_de
             "deleted 40 keys that shards held from an earlier ring and get back on ring "
             f"v{fleet.status['warmUp']['toRing']['version']}"
         )
-        assert reasons(fleet).index("LeftoversDeleted") < len(plan.events) - 1  # said first
+        said = reasons(fleet)
+        next_step = "ShadowingStarted" if warm_up.get("enabled", True) else "CutOver"
+        assert said.index("LeftoversDeleted") < said.index(next_step), said
 
 
 def test_a_sweep_that_deleted_nothing_says_nothing() -> None:
     fleet = settled(5)
+    fleet.leftovers = LeftoverSweep(done=True, scanned=5000, deleted=0, observed_at=fleet.now)
     fleet.edit(shards=4)
     plan = fleet.reconcile()
     assert fleet.phase == "Shadowing"
     assert "LeftoversDeleted" not in [e.reason for e in plan.events]
+    assert "ShadowingStarted" in [e.reason for e in plan.events]
+
+
+def test_the_sweep_begins_only_once_every_sidecar_runs_the_provisioning_config() -> None:
+    fleet = settled(5)
+    current = fleet.sidecar_config().config_version  # the active ring alone, as Provisioning has
+    fleet.sidecars = {"app-0": current, "app-1": "1-an-older-config"}
+    fleet.edit(shards=4)
+    plan = fleet.reconcile()
+    assert fleet.phase == "Provisioning"
+    assert fleet.sidecar_config().config_version == current
+    assert "sweepStartedAt" not in fleet.status["warmUp"]
+    assert plan.requeue_after == SIDECAR_POLL_SECONDS
+    assert fleet.condition("Progressing")["message"].endswith(
+        ": waiting for 1 sidecars to run the current config before deleting the keys that "
+        "shards hold from an earlier ring"
+    )
+    fleet.advance(60)
+    fleet.reconcile()
+    assert "sweepStartedAt" not in fleet.status["warmUp"]
+
+    fleet.sidecars = {"app-0": current, "app-1": current}  # it picked the config up
+    fleet.leftovers = None  # the sweep has just begun: nothing to report yet
+    started = fleet.now
+    fleet.reconcile()
+    assert fleet.phase == "Provisioning"
+    assert fleet.status["warmUp"]["sweepStartedAt"] == rfc3339(started)
+    assert fleet.plans[-1].requeue_after == SWEEP_POLL_SECONDS
+
+
+def test_a_sidecar_that_never_runs_the_provisioning_config_holds_the_sweep_120_s_at_most() -> None:
+    fleet = settled(5)
+    fleet.sidecars = {"app-1": "1-an-older-config"}
+    fleet.edit(shards=4)
+    started = fleet.now
+    fleet.reconcile()
+    reconcile_until(fleet, "Shadowing", every=5)
+    assert (fleet.now - started).total_seconds() == SIDECAR_WAIT_SECONDS
+    lagging = [e for plan in fleet.plans[-2:] for e in plan.events if e.reason == "SidecarsLagging"]
+    assert len(lagging) == 1 and lagging[0].type == "Warning"
+    assert "app-1" in lagging[0].message and "deleting leftovers" in lagging[0].message

@@ -42,6 +42,11 @@ class WarmUpStatus(ApiModel):
     removed_shards: list[str] = Field(default_factory=list, description="Shards being removed.")
     started_at: str = Field(description="When the change was planned (RFC3339).")
     phase_started_at: str = Field(description="When the current phase began (RFC3339).")
+    sweep_started_at: str | None = Field(
+        None,
+        description="When the deletion of keys shards hold from an earlier ring began, every "
+        "sidecar running the Provisioning config (RFC3339).",
+    )
     step: int = Field(0, ge=0, description="Index of the current shadow step.")
     step_started_at: str | None = Field(None, description="When the shadow step began.")
     percent: float = Field(0.0, description="Share of requests shadowed to the next ring (%).")
