@@ -228,6 +228,7 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
         _degraded_condition(problems, live, observed),
     ]
     events += _condition_events(problems, conditions, live)
+    events += _sweep_blocked_events(warm, observed, live)
     if pending is not None and pending != live.pending_change:
         events.append(EventSpec("Warning", "ChangeQueued", f"queued: {pending}"))
 
@@ -476,6 +477,29 @@ def _provisioning_detail(
     if leftovers.waiting_on:
         detail += f"; cannot scan {leftovers.waiting_on}"
     return detail
+
+
+def _sweep_blocked_events(
+    warm: WarmUpStatus | None, observed: Observed, live: CacheClusterStatus
+) -> list[EventSpec]:
+    """A Warning when the leftover sweep cannot reach a shard, once per obstacle: the change
+    waits for that shard, which someone may need to see outside the status."""
+    leftovers = observed.leftovers
+    if warm is None or warm.phase != "Provisioning" or leftovers is None:
+        return []
+    if leftovers.waiting_on is None:
+        return []
+    before = find(live.conditions, "Progressing")
+    if before is not None and f"cannot scan {leftovers.waiting_on}" in before.message:
+        return []
+    return [
+        EventSpec(
+            "Warning",
+            "LeftoverSweepBlocked",
+            f"cannot scan {leftovers.waiting_on}; the change waits for it, as deleting the keys "
+            "it holds from an earlier ring must come before the warm-up",
+        )
+    ]
 
 
 def _degraded_condition(

@@ -362,6 +362,13 @@ def test_nothing_shadows_or_cuts_over_before_leftovers_of_an_earlier_ring_are_de
             ": deleting the keys that shards hold from an earlier ring: 1000 scanned, "
             "12 deleted; cannot scan shard-2 (cache-shard-2:6379): Connection refused"
         )
+        [blocked] = [e for e in plan.events if e.reason == "LeftoverSweepBlocked"]
+        assert blocked.type == "Warning"
+        assert blocked.message.startswith(
+            "cannot scan shard-2 (cache-shard-2:6379): Connection refused; the change waits"
+        )
+        fleet.advance(5)
+        assert "LeftoverSweepBlocked" not in [e.reason for e in fleet.reconcile().events]
 
         fleet.leftovers = LeftoverSweep(done=True, scanned=2000, deleted=40, observed_at=fleet.now)
         plan = fleet.reconcile()
