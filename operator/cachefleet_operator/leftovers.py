@@ -90,6 +90,9 @@ class SweepTarget:
     active: Ring
     following: Ring
     password: str | None = None
+    # spec.persistence.enabled: each shard's snapshot must be rewritten after its sweep, or a
+    # restart before the next scheduled snapshot would reload the leftovers.
+    persistent: bool = False
 
 
 @dataclass
@@ -100,6 +103,13 @@ class _ShardScan:
     # leftovers included). A scan that sees another run_id starts again from the first key.
     run_id: str = ""
     finished: bool = False
+    # Persistent shards only: the server's snapshot count when the sweep asked for one (None:
+    # not asked yet), and whether a snapshot taken after the sweep is written.
+    saves_before: int | None = None
+    saved: bool = False
+
+    def complete(self, persistent: bool) -> bool:
+        return self.finished and (self.saved or not persistent)
 
 
 @dataclass
@@ -151,7 +161,7 @@ class RedisLeftoverSweeper:
         waiting_on: str | None = None
         for shard, address in target.shards:
             scan = progress.shards.setdefault(shard, _ShardScan())
-            if scan.finished:
+            if scan.complete(target.persistent):
                 continue
             if self.clock() >= deadline:
                 break
@@ -167,7 +177,10 @@ class RedisLeftoverSweeper:
                         waiting_on,
                     )
         progress.waiting_on = waiting_on
-        done = all(progress.shards.get(s, _ShardScan()).finished for s, _ in target.shards)
+        done = all(
+            progress.shards.get(s, _ShardScan()).complete(target.persistent)
+            for s, _ in target.shards
+        )
         return LeftoverSweep(
             done=done,
             scanned=progress.scanned,
@@ -197,8 +210,8 @@ class RedisLeftoverSweeper:
                         target.cluster,
                         shard,
                     )
-                scan.cursor, scan.run_id = 0, run_id
-            while self.clock() < deadline:
+                progress.shards[shard] = scan = _ShardScan(run_id=run_id)
+            while not scan.finished and self.clock() < deadline:
                 cursor, keys = client.scan(scan.cursor, count=SCAN_COUNT)
                 leftovers = [key for key in keys if is_leftover(key)]
                 if leftovers:
@@ -215,6 +228,30 @@ class RedisLeftoverSweeper:
                         shard,
                         progress.deleted,
                     )
-                    return
+            if scan.finished and target.persistent and not scan.saved:
+                self._snapshot(client, shard, scan)
         finally:
             client.close()
+
+    @staticmethod
+    def _snapshot(client: Any, shard: str, scan: _ShardScan) -> None:
+        """Ask once for a snapshot after the sweep (BGSAVE), then see it written, a turn at a
+        time: a snapshot in progress when the sweep ended may hold leftovers, so it is waited
+        out before ours is asked for."""
+        import redis
+
+        info = client.info("persistence")
+        # rdb_saves counts snapshots since start (Redis 7); older servers give the last one's time.
+        saves = int(info.get("rdb_saves", info.get("rdb_last_save_time", 0)))
+        if info.get("rdb_bgsave_in_progress"):
+            return
+        if scan.saves_before is None:
+            client.bgsave()
+            scan.saves_before = saves
+            return
+        if saves <= scan.saves_before:
+            return
+        if info.get("rdb_last_bgsave_status") != "ok":
+            scan.saves_before = None  # ask again; say why meanwhile
+            raise redis.RedisError(f"the snapshot after the sweep of {shard} failed")
+        scan.saved = True

@@ -114,6 +114,7 @@ def warmup_target(cluster: dict[str, Any], password: str | None) -> WarmupTarget
                 active=rings[0],
                 following=rings[1],
                 password=password,
+                persistent=persistent,
             )
         return WarmupTarget(
             namespace=meta["namespace"],

@@ -4,9 +4,12 @@ targets the operator builds for it while a change is Provisioning."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -276,3 +279,43 @@ def test_every_key_the_planes_keep_for_themselves_is_under_the_prefix_the_sweep_
         recovery.LOCK_PREFIX,
     ]
     assert all(prefix.startswith(own) for prefix in prefixes), prefixes
+
+
+def test_a_persistent_shard_counts_as_swept_only_once_a_snapshot_after_the_sweep_is_written(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    kinds = keys_by_kind("shard-0", FIVE, FOUR_AGAIN, 3000)
+    with server.client() as client:
+        client.mset({key: b"old" for keys in kinds.values() for key in keys})
+        client.save()  # the snapshot a restart would reload: leftovers included
+        saves_before = int(client.info("persistence")["rdb_saves"])
+    sweeper = RedisLeftoverSweeper()
+    plain = sweeper.sweep(shard_0_target(server), NOW)
+    assert plain.done  # without persistence no snapshot is asked for
+    with server.client() as client:
+        assert int(client.info("persistence")["rdb_saves"]) == saves_before
+        client.mset({key: b"old" for key in kinds["leftover"]})
+
+    target = dataclasses.replace(shard_0_target(server), persistent=True, change_id="v4")
+    turns = [sweeper.sweep(target, NOW)]
+    while not turns[-1].done:
+        assert len(turns) < 100, turns[-1]
+        time.sleep(0.05)
+        turns.append(sweeper.sweep(target, NOW))
+    assert len(turns) > 1  # the first turn swept and asked for the snapshot; not done yet
+    assert turns[-1].deleted == len(kinds["leftover"])
+    with server.client() as client:
+        assert int(client.info("persistence")["rdb_saves"]) > saves_before
+    # The shard restarts from its snapshot: nothing of the earlier ring comes back.
+    snapshot = tmp_path / "dump.rdb"
+    shutil.copy(server.directory / "dump.rdb", snapshot)
+    stop_redis(server)
+    directory = tmp_path / "restarted"
+    directory.mkdir()
+    shutil.copy(snapshot, directory / "dump.rdb")
+    again = start_redis(password=PASSWORD, port=server.port, directory=directory)
+    try:
+        with again.client() as client:
+            assert set(client.scan_iter(count=1000)) == kinds["owned"] | kinds["elsewhere"]
+    finally:
+        stop_redis(again)
