@@ -14,7 +14,9 @@ gives to another shard. Provisioning is the phase where this is complete:
   sidecar writes a key to a shard that is not its active owner, so no leftover can appear while
   the scan runs or after it;
 - SCAN returns every key that is there for the whole scan, so none is missed, as long as the
-  server is the same process (the scan starts again when its run_id changes);
+  server is the same process (the scan starts again when its run_id changes); with persistence
+  on, a shard counts as swept only once a snapshot taken after its sweep is written, so a
+  restart cannot reload what was deleted;
 - from Shadowing on, the only values a warming owner gets for keys it does not own yet are the
   warm-up's own (mirrors, guarded copies, deletes), which are current. The sweep does not run
   then: it would cost those hits.
