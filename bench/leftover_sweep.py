@@ -2,8 +2,10 @@
 
 Before a change shadows or cuts over, the operator SCANs every shard that gains keys and
 UNLINKs the keys it holds from an earlier ring (operator/cachefleet_operator/leftovers.py).
-This loads one real redis-server with ``--keys`` keys (DEBUG POPULATE), of which the 5 → 4
-change after 4 → 5 finds a share to be leftovers on shard-0, and times in the same run:
+This loads one real redis-server, as shard-0, with ``--keys`` keys that the first ring of
+4 → 5 → 4 gave to shard-0: what it holds when 5 → 4 begins if nothing expired (its own keys,
+and the copies of those that 4 → 5 moved away, which are leftovers if 5 → 4 gives them back).
+Then it times, in the same run:
 - the reference: a bare SCAN of every key with redis-py (COUNT 1000), the least any sweep
   from the operator's process could cost;
 - the sweep itself (RedisLeftoverSweeper with no time budget), which also places each key on
@@ -21,18 +23,38 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from cachefleet.ring import Shard, plan_change, planned_ring  # noqa: E402
+from cachefleet.ring import Ring, Shard, plan_change, planned_ring  # noqa: E402
 from cachefleet_operator import leftovers  # noqa: E402
 from cachefleet_operator.leftovers import RedisLeftoverSweeper, SweepTarget  # noqa: E402
 
 from bench.entry import run  # noqa: E402
 from tests.support import start_redis  # noqa: E402
 from tests.support.redis_servers import stop_redis  # noqa: E402
+
+
+def populate(client: Any, ring: Ring, keys: int) -> None:
+    """``keys`` keys that ``ring`` gives to shard-0, written in pipelined batches."""
+    shard_index = ring.lookup_function()
+    own = ring.shard_names.index("shard-0")
+    batch: dict[bytes, bytes] = {}
+    written = 0
+    candidate = 0
+    while written < keys:
+        key = f"item:{candidate}".encode()
+        candidate += 1
+        if shard_index(key) != own:
+            continue
+        batch[key] = b"v"
+        written += 1
+        if len(batch) == 1000 or written == keys:
+            client.mset(batch)
+            batch = {}
 
 
 def main() -> int:
@@ -48,11 +70,11 @@ def main() -> int:
     four = planned_ring(shards(4))
     five = plan_change(four, shards(5))
     four_again = plan_change(five, shards(4))
-    server = start_redis(extra=("--enable-debug-command", "yes"))
+    server = start_redis()
     try:
         with server.client() as client:
             populate_started = time.perf_counter()
-            client.execute_command("DEBUG", "POPULATE", keys, "item")
+            populate(client, four, keys)
             populate_seconds = time.perf_counter() - populate_started
             started = time.perf_counter()
             scanned = sum(1 for _ in client.scan_iter(count=leftovers.SCAN_COUNT))
