@@ -143,7 +143,6 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
             # The config sidecars must run before the leftover sweep: the active ring alone.
             provisioning = sidecar_settings(context, _routing(ring, warm)[0]).config_version
             lagging_now = _lagging_sidecars(provisioning, observed)
-        leftovers = observed.leftovers
         facts = WarmUpFacts(
             new_shards_ready=_shards_ready(
                 context, warm.added_shards, observed, effective.warm_up.wait_for_ready_shards
@@ -155,9 +154,7 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
             ),
             hit_ratio=observed.warmup.hit_ratio if observed.warmup else None,
             lagging_sidecars=tuple(lagging_now),
-            leftovers_swept=leftovers is not None and leftovers.done,
-            leftovers_deleted=leftovers.deleted if leftovers else 0,
-            leftovers_blocked=leftovers is not None and leftovers.waiting_on is not None,
+            leftovers=observed.leftovers,
         )
         step = advance(warm, effective.warm_up, facts, observed.now)
         events += step.events

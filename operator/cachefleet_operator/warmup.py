@@ -23,7 +23,7 @@ from cachefleet_operator.api import WarmUpStatus
 from cachefleet_operator.api.spec import WarmUpSpec
 from cachefleet_operator.api.status import CutoverReason
 from cachefleet_operator.clock import rfc3339, seconds_since
-from cachefleet_operator.plan import EventSpec
+from cachefleet_operator.plan import EventSpec, LeftoverSweep
 
 # How often to look again while waiting on the outside world (pods, the hit ratio, deletions).
 POLL_SECONDS = 5.0
@@ -48,11 +48,9 @@ class WarmUpFacts:
     # Sidecars heard from recently that run another config than this phase's (while
     # Provisioning: the active ring alone).
     lagging_sidecars: tuple[str, ...] = ()
-    # Every shard that gains keys was scanned and its leftovers from an earlier ring deleted.
-    leftovers_swept: bool = False
-    leftovers_deleted: int = 0
-    # A shard to sweep could not be reached this turn.
-    leftovers_blocked: bool = False
+    # How far the deletion of keys shards hold from an earlier ring has come (None: nothing
+    # swept this turn).
+    leftovers: LeftoverSweep | None = None
 
 
 @dataclass(frozen=True)
@@ -112,15 +110,17 @@ def _provisioning(
         return state, [], POLL_SECONDS
     if state.sweep_started_at is None:
         return _start_sweep(state, facts, now)
-    if not facts.leftovers_swept:
-        return state, [], POLL_SECONDS if facts.leftovers_blocked else SWEEP_POLL_SECONDS
+    sweep = facts.leftovers
+    if sweep is None or not sweep.done:
+        blocked = sweep is not None and sweep.waiting_on is not None
+        return state, [], POLL_SECONDS if blocked else SWEEP_POLL_SECONDS
     swept: list[EventSpec] = []
-    if facts.leftovers_deleted:
+    if sweep.deleted:
         swept.append(
             EventSpec(
                 "Normal",
                 "LeftoversDeleted",
-                f"deleted {facts.leftovers_deleted} keys that shards held from an earlier ring "
+                f"deleted {sweep.deleted} keys that shards held from an earlier ring "
                 f"and get back on ring v{state.to_ring.version}",
             )
         )
