@@ -132,15 +132,35 @@ def test_a_gray_failure_is_ejected_as_slow() -> None:
     for name in ("s0", "s1", "s2"):
         feed(health, name, 0.0005, 1.0)
     feed(health, "s3", 0.3, 1.0)
+    health.probe_succeeded("s3", 0.28, 1.2)
     changes = health.judge_latency(1.5)
     assert [(c.name, c.state, c.cause) for c in changes] == [("s3", State.EJECTED, Cause.SLOW)]
     assert "p99 301 ms" in changes[0].reason  # 300 ms, read from its 25%-wide bucket
+    assert "its last probe 280 ms" in changes[0].reason
     # It must also answer its probe fast before it comes back.
     later = health.shards["s3"].probe_at
     again = health.probe_succeeded("s3", 0.3, later)
     assert again is not None and again.state == State.EJECTED and "still slow" in again.reason
     back = health.probe_succeeded("s3", 0.001, health.shards["s3"].probe_at)
     assert back is not None and back.state == State.RECOVERING
+
+
+def test_a_slow_queue_in_front_of_a_fast_shard_is_not_a_gray_failure() -> None:
+    # Large replies ahead in the pipeline make every round trip slow while the shard answers
+    # its probe at once: the shard is not slow, its requests are.
+    health = policy(slow_threshold_ms=100)
+    for name in ("s0", "s1", "s2"):
+        feed(health, name, 0.0005, 1.0)
+        health.probe_succeeded(name, 0.0004, 1.2)
+    feed(health, "s3", 0.3, 1.0)
+    assert health.judge_latency(1.5) == []  # no probe answered yet: not confirmed
+    health.probe_succeeded("s3", 0.002, 1.6)
+    feed(health, "s3", 0.3, 1.7)
+    assert health.judge_latency(2.0) == []
+    assert state(health, "s3") == State.HEALTHY
+    health.probe_succeeded("s3", 0.15, 2.1)  # now the shard itself answers slowly
+    changes = health.judge_latency(2.5)
+    assert [(c.name, c.cause) for c in changes] == [("s3", Cause.SLOW)]
 
 
 def test_nobody_is_slow_when_everybody_is() -> None:
@@ -155,12 +175,14 @@ def test_slow_needs_both_the_threshold_and_the_factor() -> None:
     health = policy(slow_threshold_ms=100)
     for name in ("s0", "s1", "s2"):
         feed(health, name, 0.002, 1.0)
-    feed(health, "s3", 0.09, 1.0)  # 45x the others, but under the threshold
+    feed(health, "s3", 0.09, 1.0, count=200)  # 45x the others, but under the threshold
+    health.probe_succeeded("s3", 0.5, 1.2)  # its probe is slow: only the p99 decides
     assert health.judge_latency(1.5) == []
     health = policy(slow_threshold_ms=100)
     for name in ("s0", "s1", "s2"):
         feed(health, name, 0.15, 1.0)
     feed(health, "s3", 0.15 * GRAY_FACTOR * 0.9, 1.0)  # over the threshold, under the factor
+    health.probe_succeeded("s3", 0.5, 1.2)
     assert health.judge_latency(1.5) == []
 
 

@@ -233,7 +233,8 @@ class HealthSpec(ApiModel):
         ge=1,
         le=600_000,
         description="A shard whose recent p99 round trip is above this and at least 4 times the "
-        "other shards' median p99 is ejected as slow (a gray failure). Default 250.",
+        "other shards' median p99, and whose last health probe also took longer than this, is "
+        "ejected as slow (a gray failure). Default 250.",
     )
     max_ejection_percent: int = Field(
         50,

@@ -90,7 +90,8 @@ class HealthConfig(_Model):
         250,
         ge=1,
         description="a shard whose recent p99 is above this and far above the other shards' "
-        "median p99 is ejected as slow (a gray failure)",
+        "median p99, and whose last probe took longer than this too, is ejected as slow (a gray "
+        "failure)",
     )
     max_ejection_percent: int = Field(
         50,

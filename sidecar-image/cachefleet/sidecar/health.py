@@ -10,8 +10,12 @@ decides to the route table.
 - Soft failures (a probe that times out or answers an error) eject after
   ``ejectAfterFailures`` in a row; a probe that succeeds resets the count.
 - A gray failure: a shard that answers, but whose recent p99 is above ``slowThresholdMs`` and
-  at least ``GRAY_FACTOR`` times the median p99 of the other shards. When every shard is slow
-  the sidecar's own host is the likelier cause, so nobody is ejected for it.
+  at least ``GRAY_FACTOR`` times the median p99 of the other shards, and whose last probe (PING
+  on a connection of its own) took longer than the threshold too. When every shard is slow the
+  sidecar's own host is the likelier cause, so nobody is ejected for it. A passive round trip
+  includes the queue in front of the shard (large replies ahead of it in the pipeline); when
+  the probe answers fast the shard itself is not slow, its requests are, and the gutter would
+  serve them no faster.
 - An ejection lasts ``checkIntervalMs`` × 2^(ejections in a row − 1), at most
   ``MAX_EJECTION_SECONDS``, ±20% jitter so sidecars do not probe in step. Then one probe:
   success starts the re-admission (``RECOVERING``: the clean-up runs, then ``HEALTHY``),
@@ -244,9 +248,13 @@ class HealthPolicy:
             median = statistics.median(others)
             if p99 < GRAY_FACTOR * median:
                 continue
+            probe = self.shards[name].last_probe
+            if probe is None or probe <= threshold:
+                continue
             reason = (
                 f"slow: p99 {p99 * 1000:.0f} ms (threshold {self.config.slow_threshold_ms} ms; "
-                f"the other shards' median p99 {median * 1000:.1f} ms)"
+                f"the other shards' median p99 {median * 1000:.1f} ms; "
+                f"its last probe {probe * 1000:.0f} ms)"
             )
             change = self._eject(self.shards[name], Cause.SLOW, reason, now)
             if change is not None:
