@@ -143,6 +143,12 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
             # The config sidecars must run before the leftover sweep: the active ring alone.
             provisioning = sidecar_settings(context, _routing(ring, warm)[0]).config_version
             lagging_now = _lagging_sidecars(provisioning, observed)
+        elif warm.phase in ("Grace", "Draining"):
+            # Draining waits for every sidecar to run its config; measured against it from
+            # Grace on, so the turn that enters Draining already sees who lags.
+            draining = warm.model_copy(update={"phase": "Draining"})
+            drain = sidecar_settings(context, _routing(ring, draining)[0]).config_version
+            lagging_now = _lagging_sidecars(drain, observed)
         facts = WarmUpFacts(
             new_shards_ready=_shards_ready(
                 context, warm.added_shards, observed, effective.warm_up.wait_for_ready_shards
@@ -167,7 +173,7 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
     settings = sidecar_settings(context, routing)
     config_map = stamped(sidecar_config_map(context, settings))
     lagging: list[str] = []
-    if warm is not None and warm.phase == "Provisioning":
+    if warm is not None and warm.phase in ("Provisioning", "Draining"):
         lagging = lagging_now
     if warm is not None and warm.phase == "Finalizing":
         live_config = observed.children.get(("ConfigMap", sidecar_config(owner.name)))
@@ -362,9 +368,11 @@ def _routing(ring: RingStatus, warm: WarmUpStatus | None) -> tuple[Routing, list
             change_id=change_id(warm),
         )
         return Routing(old.assignment, old.version, section), both
-    if warm.phase == "Grace":
+    if warm.phase in ("Grace", "Draining"):
         section = WarmupConfig(
-            phase="grace", previous_ring=old.assignment, change_id=change_id(warm)
+            phase="grace" if warm.phase == "Grace" else "drain",
+            previous_ring=old.assignment,
+            change_id=change_id(warm),
         )
         return Routing(new.assignment, new.version, section), both
     return Routing(new.assignment, new.version), ring_names(new)
@@ -447,11 +455,14 @@ def _progressing_condition(
         "Provisioning": _provisioning_detail(warm, waiting, lagging, observed.leftovers),
         "Shadowing": f"shadowing {warm.percent:g}% of requests to the next ring",
         "Grace": f"cut over ({warm.cutover_reason}); the old ring answers misses",
+        "Draining": "the new ring alone answers; writes still clean the old owners until every "
+        "sidecar has left grace",
         "Finalizing": "the new ring is the only one; removing old shards",
     }[warm.phase]
     message = f"{change}: {detail}"
-    if lagging and warm.phase == "Finalizing":
-        message += f"; {len(lagging)} sidecars do not run the final config yet"
+    if lagging and warm.phase in ("Draining", "Finalizing"):
+        config = "final" if warm.phase == "Finalizing" else "draining"
+        message += f"; {len(lagging)} sidecars do not run the {config} config yet"
     if pending is not None:
         message += f"; queued: {pending}"
     return condition("Progressing", True, warm.phase, message, live.conditions, observed.now)

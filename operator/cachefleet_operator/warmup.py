@@ -1,11 +1,15 @@
 """The warm-up state machine of a capacity change, one pure step at a time.
 
-    Provisioning ─► Shadowing (ramp steps) ─► cut-over ─► Grace ─► Finalizing ─► (Stable)
-          └──────────── warmUp.enabled: false ──────────────────────┘
+    Provisioning ─► Shadowing (ramp) ─► cut-over ─► Grace ─► Draining ─► Finalizing ─► (Stable)
+          └──────────── warmUp.enabled: false ──────────────────────────────┘
 
 Provisioning ends once the new shards are ready, every sidecar runs the Provisioning config
 (the active ring alone), and then the keys that shards hold from an earlier ring are deleted
 (leftovers.py): every way out of it shadows or cuts over.
+
+Draining ends once every sidecar runs the Draining config: a sidecar still in Grace reads a
+moved key's previous owner on a miss, so until none is, every write must still clean that
+owner, which the Draining config does and the final one does not.
 
 Every fact the machine needs is in the WarmUpStatus (persisted) or in WarmUpFacts (observed
 this time), and time comes only from ``now``. So a reconciler killed at any point and started
@@ -45,8 +49,8 @@ class WarmUpFacts:
     # No StatefulSet or Service of a removed shard is left.
     removed_shards_gone: bool
     hit_ratio: float | None
-    # Sidecars heard from recently that run another config than this phase's (while
-    # Provisioning: the active ring alone).
+    # Sidecars heard from recently that run another config than the one the phase waits for
+    # (while Provisioning: the active ring alone; while in Grace or Draining: Draining's).
     lagging_sidecars: tuple[str, ...] = ()
     # How far the deletion of keys shards hold from an earlier ring has come (None: nothing
     # swept this turn).
@@ -92,7 +96,14 @@ def _step(
         remaining = config.grace_seconds - seconds_since(state.phase_started_at, now)
         if remaining > 0:
             return state, [], remaining
-        return _finalizing(state, now)
+        after = state.model_copy(update={"phase": "Draining", "phase_started_at": rfc3339(now)})
+        message = (
+            f"grace over: ring v{state.to_ring.version} alone answers reads; writes still "
+            "delete moved keys on their old owners until every sidecar has left grace"
+        )
+        return after, [EventSpec("Normal", "Draining", message)], None
+    if state.phase == "Draining":
+        return _draining(state, facts, now)
     # Finalizing: the reconciler deletes removed shards once the final ConfigMap is live.
     if not facts.removed_shards_gone:
         return state, [], POLL_SECONDS
@@ -151,23 +162,35 @@ def _start_sweep(
     """The sweep is complete only if no sidecar still writes by an older ring, which could put
     a leftover back behind it: it begins once every sidecar runs the Provisioning config, or
     after SIDECAR_WAIT_SECONDS with a Warning naming those that do not."""
+    wait, events = _wait_for_sidecars(
+        state,
+        facts,
+        now,
+        "deleting leftovers of earlier rings anyway: one of them may write a key back to a "
+        "shard that will own it",
+    )
+    if wait is not None:
+        return state, [], wait
+    return state.model_copy(update={"sweep_started_at": rfc3339(now)}), events, None
+
+
+def _wait_for_sidecars(
+    state: WarmUpStatus, facts: WarmUpFacts, now: datetime, anyway: str
+) -> tuple[float | None, list[EventSpec]]:
+    """How long to wait for the lagging sidecars (None: go on), and the Warning that says what
+    going on without them risks (``anyway``) once SIDECAR_WAIT_SECONDS of the phase are over."""
     lagging = facts.lagging_sidecars
     patience = SIDECAR_WAIT_SECONDS - seconds_since(state.phase_started_at, now)
     if lagging and patience > 0:
-        return state, [], min(max(patience, 1.0), SIDECAR_POLL_SECONDS)
-    events = []
-    if lagging:
-        shown = ", ".join(lagging[:3]) + (", …" if len(lagging) > 3 else "")
-        events.append(
-            EventSpec(
-                "Warning",
-                "SidecarsLagging",
-                f"{len(lagging)} sidecars still reported another config after "
-                f"{SIDECAR_WAIT_SECONDS:g} s ({shown}); deleting leftovers of earlier rings "
-                "anyway: one of them may write a key back to a shard that will own it",
-            )
-        )
-    return state.model_copy(update={"sweep_started_at": rfc3339(now)}), events, None
+        return min(max(patience, 1.0), SIDECAR_POLL_SECONDS), []
+    if not lagging:
+        return None, []
+    shown = ", ".join(lagging[:3]) + (", …" if len(lagging) > 3 else "")
+    message = (
+        f"{len(lagging)} sidecars still reported another config after "
+        f"{SIDECAR_WAIT_SECONDS:g} s ({shown}); {anyway}"
+    )
+    return None, [EventSpec("Warning", "SidecarsLagging", message)]
 
 
 def _shadowing(
@@ -239,6 +262,22 @@ def _cut_over(
         return after, [event, *events], wait
     after = state.model_copy(update={**update, "phase": "Grace", "phase_started_at": stamp})
     return after, [event], None
+
+
+def _draining(
+    state: WarmUpStatus, facts: WarmUpFacts, now: datetime
+) -> tuple[WarmUpStatus | None, list[EventSpec], float | None]:
+    wait, events = _wait_for_sidecars(
+        state,
+        facts,
+        now,
+        "dropping the previous ring anyway: one still in grace may read a value replaced "
+        "since from an old owner",
+    )
+    if wait is not None:
+        return state, [], wait
+    after, finalizing, wait = _finalizing(state, now)
+    return after, [*events, *finalizing], wait
 
 
 def _finalizing(

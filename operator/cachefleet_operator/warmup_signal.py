@@ -8,7 +8,8 @@ hit and the warming owner answered the same). Reading those hashes gives every s
 measurement at once, with no need to find and scrape each application pod; ``INFO stats`` would
 not do: copies never move its counters, and a shard that keeps its own keys while it gains
 others mostly counts its normal traffic. Each sidecar also says which config it runs
-(``cachefleet:sidecars`` on the shard that owns that key), which Finalizing waits for.
+(``cachefleet:sidecars`` on the shard that owns that key), which the leftover sweep, Draining
+and Finalizing wait for.
 
 In the e2e tests there are no running Redis pods (no kubelet), so the tests feed the hit ratio
 through a file. Both sit behind ``WarmupSignal`` and are chosen on the command line:
@@ -68,16 +69,19 @@ class WarmupTarget:
 
 PROVISIONING = "Provisioning"
 SHADOWING = "Shadowing"
+GRACE = "Grace"
+DRAINING = "Draining"
 FINALIZING = "Finalizing"
 
 
 def warmup_target(cluster: dict[str, Any], password: str | None) -> WarmupTarget | None:
     """What this turn of the warm-up needs from the shards of a CacheCluster as the API returns
     it: the leftovers to sweep (while provisioning), the measurement (while shadowing) or the
-    sidecars' reports (while finalizing); None when no warm-up is in one of those phases."""
+    sidecars' reports (while provisioning, in grace, draining or finalizing); None when no
+    warm-up is in one of those phases."""
     warm_up = (cluster.get("status") or {}).get("warmUp") or {}
     phase = warm_up.get("phase")
-    if phase not in (PROVISIONING, SHADOWING, FINALIZING):
+    if phase not in (PROVISIONING, SHADOWING, GRACE, DRAINING, FINALIZING):
         return None
     meta = cluster["metadata"]
 
@@ -158,7 +162,7 @@ class WarmupSignal(Protocol):
 
 @dataclass(frozen=True)
 class SignalReading:
-    """What one turn read, by the phase: the sidecars' reports (provisioning, finalizing), the
+    """What one turn read, by the phase: the sidecars' reports (every phase but shadowing), the
     leftover sweep (provisioning), the warming shards' hit ratio (shadowing)."""
 
     warmup: WarmupObservation | None = None
@@ -171,7 +175,7 @@ def observe_signal(
 ) -> SignalReading:
     """What this turn of the warm-up needs from ``signal``: the sidecars' reports and the
     leftover sweep while provisioning, the warming shards' hit ratio while shadowing, or else
-    the sidecars' reports while finalizing; nothing outside those phases (``target`` None) or
+    the sidecars' reports; nothing outside a change (``target`` None) or
     when the signal cannot be read."""
     if target is None:
         return SignalReading()

@@ -113,6 +113,9 @@ def test_capacity_changes_cut_over_on_the_measured_hit_ratio(fleet: LocalFleet) 
             assert len(cutovers) == 1 and "hit ratio" in cutovers[0], events
             assert not any(e.startswith("CutOverTimeout") for e in events), events
             assert any(e.startswith("WarmUpComplete") for e in events), events
+            # Draining waited for the sidecar to run its config, not for the 120 s bound.
+            assert any(e.startswith("Draining") for e in events), events
+            assert not any(e.startswith("SidecarsLagging") for e in events), events
             time.sleep(1)
     finally:
         workload.stopping.set()

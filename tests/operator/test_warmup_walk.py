@@ -118,7 +118,7 @@ def test_scale_up_walks_provisioning_shadowing_grace_finalizing_stable() -> None
     fleet.reconcile()
     # Nothing to remove on a scale-up: finalizing completes at once.
     assert fleet.phase == "Stable"
-    assert reasons(fleet) == ["Finalizing", "WarmUpComplete"]
+    assert reasons(fleet) == ["Draining", "Finalizing", "WarmUpComplete"]
     assert "warmUp" not in fleet.status
     config = fleet.sidecar_config()
     assert config.warmup is None and len(config.ring.shards) == 5
@@ -174,9 +174,13 @@ def test_removed_shards_wait_for_every_sidecar_to_run_the_final_config() -> None
     fleet.sidecars = {"app-1:7": grace_version, "app-2:7": grace_version}
     fleet.advance(300)
     fleet.reconcile()
+    assert fleet.phase == "Draining"
+    drain_version = fleet.sidecar_config().config_version
+    fleet.sidecars = {"app-1:7": drain_version, "app-2:7": drain_version}
+    fleet.reconcile()
     assert fleet.phase == "Finalizing"
     final = fleet.sidecar_config().config_version
-    assert final != grace_version
+    assert final not in (grace_version, drain_version)
     fleet.sidecars["app-1:7"] = final
     for _ in range(3):  # the final config is live, but app-2 still runs the grace one
         fleet.advance(10)
@@ -199,12 +203,54 @@ def test_a_sidecar_that_never_catches_up_is_waited_for_a_bounded_time() -> None:
     fleet.advance(300)
     fleet.reconcile()
     fleet.reconcile()
+    assert fleet.phase == "Draining"
+    fleet.advance(121)
+    plan = fleet.reconcile()
+    assert fleet.phase == "Finalizing" and plan.delete == []
+    [lagging] = [e for e in plan.events if e.reason == "SidecarsLagging"]
+    assert lagging.type == "Warning" and "stuck:1" in lagging.message
+    assert "may read a value replaced since" in lagging.message
+    fleet.reconcile()
     assert fleet.phase == "Finalizing" and fleet.plans[-1].delete == []
     fleet.advance(121)
     plan = fleet.reconcile()
     assert {ref.name for ref in plan.delete} == {"cache-shard-4"}
     [lagging] = [e for e in plan.events if e.reason == "SidecarsLagging"]
     assert lagging.type == "Warning" and "stuck:1" in lagging.message
+
+
+def test_draining_ends_only_once_every_sidecar_has_left_grace() -> None:
+    """A sidecar still in grace reads a moved key's previous owner on a miss; the final config
+    stops cleaning that owner, so it is published only once no sidecar is in grace."""
+    fleet = settled(4)
+    old_ring = fleet.status["ring"]
+    fleet.edit(shards=5)
+    fleet.hit_ratio = 1.0
+    reconcile_until(fleet, "Grace", every=60)
+    grace_version = fleet.sidecar_config().config_version
+    fleet.sidecars = {"app-1:7": grace_version, "app-2:7": grace_version}
+    fleet.advance(300)
+    plan = fleet.reconcile()
+    assert fleet.phase == "Draining"
+    assert plan.requeue_after is not None and plan.requeue_after <= SIDECAR_POLL_SECONDS
+    config = fleet.sidecar_config()
+    assert config.warmup is not None and config.warmup.phase == "drain"
+    assert config.warmup.previous_ring.model_dump() == old_ring["assignment"]  # type: ignore[union-attr]
+    assert len(config.ring.shards) == 5
+    drain_version = config.config_version
+    fleet.sidecars["app-1:7"] = drain_version
+    for _ in range(3):  # app-2 is still in grace
+        fleet.advance(10)
+        plan = fleet.reconcile()
+        assert fleet.phase == "Draining"
+        assert fleet.sidecar_config().config_version == drain_version
+    progressing = fleet.condition("Progressing")
+    assert progressing["reason"] == "Draining"
+    assert "1 sidecars do not run the draining config yet" in progressing["message"]
+    fleet.sidecars["app-2:7"] = drain_version
+    fleet.reconcile()
+    assert fleet.phase == "Stable"  # a scale-up removes nothing: finalizing completes at once
+    assert fleet.sidecar_config().warmup is None
 
 
 def test_ramp_timeout_cuts_over_and_says_so() -> None:

@@ -465,7 +465,7 @@ NEXT_RING = classic_ring([Shard(f"shard-{i}") for i in range(5)])
 @given(
     st.one_of(st.binary(max_size=30), st.from_regex(rb"\A[a-z{}:0-9]{0,12}\Z")),
     st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=5, max_size=5),
-    st.sampled_from([Mode.NONE, Mode.SHADOW, Mode.GRACE]),
+    st.sampled_from(list(Mode)),
     st.integers(0, 10_000),
     st.sampled_from(list(RouteClass)),
 )

@@ -1,4 +1,4 @@
-"""Shadow and grace routes with real shards and an in-process sidecar (both builds: make test
+"""Shadow, grace and drain routes with real shards and an in-process sidecar (both builds: make test
 runs tests/sidecar again with CACHEFLEET_PURE_PYTHON=1).
 
 The fleet goes from four shards to five: shard 4 is new, and the keys that move to it are the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Literal
 
 import pytest
 import redis.asyncio as aredis
@@ -19,7 +20,15 @@ from cachefleet.sidecar.warmup import in_shadow, tombstone
 
 from tests.support.relay import relay
 
-from .conftest import Shard_, flush, make_config, start_shard, until, with_sidecar
+from .conftest import (
+    Shard_,
+    flush,
+    make_config,
+    start_shard,
+    start_sidecar,
+    until,
+    with_sidecar,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,22 +39,25 @@ def rings(shards: list[Shard_]) -> tuple[Ring, Ring]:
     return before, after
 
 
-def warm_config(shards: list[Shard_], phase: str, percent: float = 100.0) -> SidecarConfig:
+def warm_config(
+    shards: list[Shard_], phase: Literal["shadow", "grace", "drain"] | None, percent: float = 100.0
+) -> SidecarConfig:
+    """The config of one phase of the 4 -> 5 change; None: the final one (the new ring alone)."""
     before, after = rings(shards)
     active, other = (before, after) if phase == "shadow" else (after, before)
     base = make_config([s.address for s in shards[:4]])
-    section = (
-        WarmupConfig(
+    section = None
+    if phase == "shadow":
+        section = WarmupConfig(
             phase="shadow",
             shadow_percent=percent,
             next_ring=RingAssignment.from_ring(other),
             change_id="t1",
         )
-        if phase == "shadow"
-        else WarmupConfig(
-            phase="grace", previous_ring=RingAssignment.from_ring(other), change_id="t1"
+    elif phase is not None:
+        section = WarmupConfig(
+            phase=phase, previous_ring=RingAssignment.from_ring(other), change_id="t1"
         )
-    )
     return base.model_copy(
         update={
             "shards": [ShardEndpoint(name=s.address, address=s.address) for s in shards],
@@ -241,6 +253,92 @@ async def test_grace_falls_back_to_the_previous_owner_and_fills(fleet: list[Shar
             assert await previous.exists(keys[2]) == 0
 
     await with_sidecar(lambda: warm_config(fleet, "grace"), body)
+
+
+async def test_drain_answers_from_the_new_owner_alone_and_writes_still_clean_the_previous_one(
+    fleet: list[Shard_],
+) -> None:
+    before, _ = rings(fleet)
+    keys = moved_keys(fleet, 3)
+
+    async def body(app: Sidecar, client: aredis.Redis) -> None:
+        for key in keys:
+            async with direct(owner(before, fleet, key)) as previous:
+                await previous.set(key, b"old-home-" + key)
+
+        def on_c_path() -> int:
+            return sum(sum(shard.c_requests.values()) for shard in app.stats.shards.values())
+
+        before_get = on_c_path()
+        assert await client.get(keys[0]) is None  # no fallback: a miss is a miss
+        if app.routes.native is not None:  # the C loop sends it: a GET does not stop
+            assert on_c_path() == before_get + 1
+        async with direct(fleet[4]) as new:
+            assert await new.exists(keys[0]) == 0  # and nothing was filled
+        assert app.warmup_stats.fallback_hits == app.warmup_stats.fallback_misses == 0
+        await client.delete(keys[1])
+        await client.set(keys[2], "newer")
+        for key in keys[1:]:
+            async with direct(owner(before, fleet, key)) as previous:
+                assert await previous.exists(key) == 0
+        async with direct(owner(before, fleet, keys[0])) as previous:
+            assert await previous.get(keys[0]) == b"old-home-" + keys[0]  # untouched: not read
+
+    await with_sidecar(lambda: warm_config(fleet, "drain"), body)
+
+
+async def test_a_sidecar_still_in_grace_never_reads_back_what_a_later_sidecar_replaced(
+    fleet: list[Shard_],
+) -> None:
+    """Sidecars take a new config at different moments. One still in grace falls back to the
+    previous owner on a miss: the sidecars already past grace must keep cleaning it, which the
+    drain phase does and the final config (the new ring alone) does not. Likewise a sidecar
+    in drain next to one on the final config reads only the new owner."""
+    before, _ = rings(fleet)
+
+    async def seed(keys: list[bytes]) -> None:
+        for key in keys:
+            async with direct(owner(before, fleet, key)) as previous:
+                await previous.set(key, b"old")
+
+    async def stale_after_writes(lagging: Sidecar, ahead: Sidecar, prefix: str) -> int:
+        """Deletes and overwrites through ``ahead``, then reads through ``lagging``: how many
+        reads returned the value from before the writes."""
+        keys = moved_keys(fleet, 20, prefix)
+        await seed(keys)
+        stale = 0
+        async with (
+            aredis.Redis(port=ahead.listen_port, protocol=2) as writer,
+            aredis.Redis(port=lagging.listen_port, protocol=2) as reader,
+        ):
+            for i, key in enumerate(keys):
+                if i % 2:
+                    await writer.delete(key)
+                else:
+                    await writer.set(key, b"new")
+                got = await reader.get(key)
+                stale += got == b"old"
+                assert got in (None, b"new", b"old")
+        return stale
+
+    async def pair(
+        lagging_phase: Literal["grace", "drain"], ahead_phase: Literal["drain"] | None, prefix: str
+    ) -> int:
+        lagging = await start_sidecar(lambda: warm_config(fleet, lagging_phase))
+        try:
+            ahead = await start_sidecar(lambda: warm_config(fleet, ahead_phase))
+            try:
+                return await stale_after_writes(lagging, ahead, prefix)
+            finally:
+                await ahead.stop()
+        finally:
+            await lagging.stop()
+
+    assert await pair("grace", "drain", "gd") == 0
+    assert await pair("drain", None, "df") == 0
+    # The control: a sidecar on the final config next to one in grace, the step drain removes.
+    # Its deletes leave the old value on the previous owner, and the grace fallback reads it.
+    assert await pair("grace", None, "gf") == 10
 
 
 async def test_a_fill_racing_a_delete_never_brings_the_value_back(fleet: list[Shard_]) -> None:

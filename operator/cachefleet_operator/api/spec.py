@@ -187,7 +187,8 @@ class WarmUpSpec(ApiModel):
         ge=0,
         le=86_400,
         description="After cut-over, a miss on the new ring is retried on the old owner for "
-        "this long; then the old ring is dropped and removed shards are deleted. Default 300.",
+        "this long; then, once every sidecar has left grace (at most 120 s more), the old ring "
+        "is dropped and removed shards are deleted. Default 300.",
     )
     wait_for_ready_shards: bool = Field(
         True,

@@ -14,8 +14,10 @@ from pydantic import Field
 
 from cachefleet_operator.api.base import ApiModel
 
-Phase = Literal["Provisioning", "Shadowing", "Grace", "Finalizing", "Stable", "Degraded"]
-WarmUpPhase = Literal["Provisioning", "Shadowing", "Grace", "Finalizing"]
+Phase = Literal[
+    "Provisioning", "Shadowing", "Grace", "Draining", "Finalizing", "Stable", "Degraded"
+]
+WarmUpPhase = Literal["Provisioning", "Shadowing", "Grace", "Draining", "Finalizing"]
 CutoverReason = Literal["HitRatioReached", "Timeout", "WarmUpDisabled"]
 
 

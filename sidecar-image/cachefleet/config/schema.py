@@ -108,10 +108,14 @@ class WarmupConfig(_Model):
     ``shadow``: ``ring`` still routes; ``shadowPercent`` of requests are also sent to their
     owner on ``nextRing`` so its new shards fill before they serve.
     ``grace``: ``ring`` is already the new ring; a miss on it is retried on the owner in
-    ``previousRing`` and the value copied over, until the operator ends the warm-up.
+    ``previousRing`` and the value copied over.
+    ``drain``: ``ring`` alone answers; a write of a moved key still deletes it on the owner in
+    ``previousRing``, because a sidecar that has not left ``grace`` yet may read it there. The
+    operator ends the warm-up once every sidecar runs this phase, so no sidecar ever reads a
+    previous owner that a sidecar without ``previousRing`` has stopped cleaning.
     """
 
-    phase: Literal["shadow", "grace"]
+    phase: Literal["shadow", "grace", "drain"]
     shadow_percent: float = Field(0.0, ge=0.0, le=100.0)
     next_ring: RingAssignment | None = None
     previous_ring: RingAssignment | None = None
@@ -127,8 +131,8 @@ class WarmupConfig(_Model):
     def _rings_for_phase(self) -> Self:
         if self.phase == "shadow" and self.next_ring is None:
             raise ValueError("warm-up phase 'shadow' needs nextRing")
-        if self.phase == "grace" and self.previous_ring is None:
-            raise ValueError("warm-up phase 'grace' needs previousRing")
+        if self.phase in ("grace", "drain") and self.previous_ring is None:
+            raise ValueError(f"warm-up phase {self.phase!r} needs previousRing")
         return self
 
 

@@ -381,6 +381,7 @@ scan_arguments(RingObject *ring, PyObject *buf, PyObject *pos_obj, const char **
 #define MODE_NONE 0
 #define MODE_SHADOW 1
 #define MODE_GRACE 2
+#define MODE_DRAIN 3
 #define CLASS_READ 0        /* a read the warm-up leaves alone */
 #define CLASS_VALUE_READ 1  /* GET: shadowed in a shadow phase, falls back in a grace phase */
 #define CLASS_WRITE 2       /* anything that changes a key */
@@ -428,7 +429,9 @@ route_decide(RouteTableObject *table, const char *key, Py_ssize_t len, uint32_t 
     if (table->mode == MODE_NONE || klass == CLASS_READ || owner_at(table->other, position) == o)
         return 0;
     if (table->mode == MODE_GRACE || klass == CLASS_WRITE)
-        return table->mode == MODE_GRACE ? REASON_GRACE : REASON_SHADOW;
+        return table->mode == MODE_SHADOW ? REASON_SHADOW : REASON_GRACE;
+    if (table->mode == MODE_DRAIN)
+        return 0;
     return in_shadow(key, len, table->shadow_basis_points) ? REASON_SHADOW : 0;
 }
 
@@ -468,8 +471,8 @@ RouteTable_init(RouteTableObject *self, PyObject *args, PyObject *kwds)
         why = "l1 must be a dict, with an l1_ok byte per owner";
     }
     if (!bad && mode != MODE_NONE) {
-        bad = mode != MODE_SHADOW && mode != MODE_GRACE;
-        why = "mode must be 0, 1 (shadow) or 2 (grace)";
+        bad = mode != MODE_SHADOW && mode != MODE_GRACE && mode != MODE_DRAIN;
+        why = "mode must be 0, 1 (shadow), 2 (grace) or 3 (drain)";
         if (!bad && (!PyObject_TypeCheck(other, &RingType) ||
                      !owners_within((RingObject *)other, stops.len))) {
             bad = 1;

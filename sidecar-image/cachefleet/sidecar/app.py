@@ -33,6 +33,8 @@ from cachefleet.sidecar.speedups import make_ring
 from cachefleet.sidecar.stats import Stats
 from cachefleet.sidecar.warmup import WarmupRouting, WarmupStats
 
+# The config's warm-up phase as the route table routes it.
+WARMUP_MODES = {"shadow": Mode.SHADOW, "grace": Mode.GRACE, "drain": Mode.DRAIN}
 log = logging.getLogger("cachefleet.sidecar")
 
 HOUSEKEEPING_SECONDS = 0.1
@@ -199,7 +201,7 @@ class Sidecar:
         if section is not None and self._other_lookup is not None:
             shadow = section.phase == "shadow"
             warmup = WarmupRouting(
-                Mode.SHADOW if shadow else Mode.GRACE,
+                WARMUP_MODES[section.phase],
                 self._other_lookup,
                 round(section.shadow_percent * 100),
                 pools,

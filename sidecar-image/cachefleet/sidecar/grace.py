@@ -10,6 +10,11 @@ owner may not have every value yet, so:
   fallback can never bring back a value that was deleted or replaced after the cut-over.
 
 Other reads are answered by the new owner alone.
+
+In the drain phase that follows grace, GETs are answered by the new owner alone too (no
+fallback, so nothing is filled from the previous owner) and writes still do all of the above:
+a sidecar that has not left grace yet may still read the previous owner, and must find there
+no value that a write through this sidecar replaced or deleted.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from cachefleet.sidecar import resp
 from cachefleet.sidecar.commands import Access
 from cachefleet.sidecar.pool import ShardPool
-from cachefleet.sidecar.route_table import ROUTE_CLASSES, Outgoing, RouteClass, ShardRoute
+from cachefleet.sidecar.route_table import ROUTE_CLASSES, Mode, Outgoing, RouteClass, ShardRoute
 from cachefleet.sidecar.shadow import send_fill
 from cachefleet.sidecar.slots import PartSlot, Slot
 from cachefleet.sidecar.warmup import (
@@ -34,7 +39,8 @@ from cachefleet.sidecar.warmup import (
 
 class GraceRoute:
     def __init__(self, warmup: WarmupRouting, active: ShardPool, previous: ShardPool) -> None:
-        self.name = "grace"
+        self.fallback = warmup.mode == Mode.GRACE
+        self.name = "grace" if self.fallback else "drain"
         self.warmup = warmup
         self.active = ShardRoute(active)
         self.previous = previous
@@ -46,7 +52,7 @@ class GraceRoute:
     def send(self, request: Outgoing) -> None:
         spec = request.spec
         if spec.access == Access.READ:
-            if ROUTE_CLASSES[spec] == RouteClass.VALUE_READ:
+            if self.fallback and ROUTE_CLASSES[spec] == RouteClass.VALUE_READ:
                 GraceRead(self, request).start()
             else:
                 self.active.send(request)

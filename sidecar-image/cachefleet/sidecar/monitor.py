@@ -71,6 +71,8 @@ class HealthMonitor:
     ) -> None:
         """The ring's shards and the gutter's members after a config apply."""
         now = self._now()
+        # Say at the next tick which config runs now: the operator's steps wait for it.
+        self._next_heartbeat = 0.0
         self.policy.configure(config.health)
         self.policy.set_shards(shards, now)
         controls: dict[str, ControlConnection] = {}

@@ -6,7 +6,8 @@ ring, then ``stops[owner]``: 0 queues it on the fast path to the owner's connect
 else (a ``Reason``) hands that one request to a route unit instead, and the next request of the
 same buffer is back on the fast path. During a capacity change (``warmup``) a key whose owner
 differs on the other ring also stops, by its command's class: writes always, GETs in a shadow
-phase when the key is inside the shadow percentage, GETs in a grace phase. The C loop
+phase when the key is inside the shadow percentage, GETs in a grace phase (never in a drain
+phase: the new owner alone answers them). The C loop
 (``_speedups.route_requests``) takes the same decision from ``native``; the Python loop in
 ``server`` takes it here (``decide``). Everything that is not a plain single-key command
 (multi-key commands, a route unit's request, a retry) asks ``destination(key)``, which names
@@ -51,6 +52,7 @@ class Mode(IntEnum):
     NONE = 0
     SHADOW = 1
     GRACE = 2
+    DRAIN = 3  # after grace: only writes of moved keys stop (they still clean the old owner)
 
 
 class RouteClass(IntEnum):

@@ -1,11 +1,13 @@
 """A capacity change in progress, as the sidecar routes it (the config's ``warmup`` section).
 
 In a ``shadow`` phase the active ring answers and the next ring's owners warm up; in a
-``grace`` phase the new ring answers and the previous ring's owners are a read fallback. Only
-moved keys (a different owner on the two rings) are concerned; ``WarmupRouting`` tells them
-apart and hands their requests to ``ShadowRoute`` or ``GraceRoute``, one per (owner, other
-owner) pair. Which keys are shadowed is chosen by a hash of the key that is independent of its
-ring position (``in_shadow``), so the warm set only grows as the percentage rises.
+``grace`` phase the new ring answers and the previous ring's owners are a read fallback; in a
+``drain`` phase the new ring alone answers reads while writes still clean the previous owners
+(for sidecars still in grace). Only moved keys (a different owner on the two rings) are
+concerned; ``WarmupRouting`` tells them apart and hands their requests to ``ShadowRoute`` or
+``GraceRoute``, one per (owner, other owner) pair. Which keys are shadowed is chosen by a hash
+of the key that is independent of its ring position (``in_shadow``), so the warm set only grows
+as the percentage rises.
 
 Nothing here may let a warming or previous owner keep a value older than the active owner's:
 writes there are mirrored (an overwrite inside the percentage) or turned into a delete that
@@ -194,7 +196,7 @@ class WarmupRouting:
             return False
         if self.mode == Mode.GRACE or klass == RouteClass.WRITE:
             return True
-        return in_shadow(key, self.basis_points)
+        return self.mode == Mode.SHADOW and in_shadow(key, self.basis_points)
 
     def route(self, owner: int, other: int) -> Route:
         route = self._routes.get((owner, other))
