@@ -74,6 +74,7 @@ from cachefleet_operator.warmup import (
     SIDECAR_WAIT_SECONDS,
     WarmUpFacts,
     advance,
+    lagging_message,
 )
 
 # Kinds the operator renders; only these are ever deleted as no longer desired.
@@ -137,7 +138,7 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
 
     context = RenderContext(owner, effective)
     requeue: float | None = None
-    lagging_now: list[str] = []
+    lagging_now: list[str] | None = None
     if warm is not None:
         if warm.phase == "Provisioning":
             # The config sidecars must run before the leftover sweep: the active ring alone.
@@ -159,7 +160,7 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
                 for kind in ("StatefulSet", "Service")
             ),
             hit_ratio=observed.warmup.hit_ratio if observed.warmup else None,
-            lagging_sidecars=tuple(lagging_now),
+            lagging_sidecars=None if lagging_now is None else tuple(lagging_now),
             leftovers=observed.leftovers,
         )
         step = advance(warm, effective.warm_up, facts, observed.now)
@@ -172,30 +173,25 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
     routing, shard_set = _routing(ring, warm)
     settings = sidecar_settings(context, routing)
     config_map = stamped(sidecar_config_map(context, settings))
-    lagging: list[str] = []
+    lagging: list[str] | None = []
     if warm is not None and warm.phase in ("Provisioning", "Draining"):
         lagging = lagging_now
     if warm is not None and warm.phase == "Finalizing":
         live_config = observed.children.get(("ConfigMap", sidecar_config(owner.name)))
         lagging = _lagging_sidecars(settings.config_version, observed)
         patience = SIDECAR_WAIT_SECONDS - seconds_since(warm.phase_started_at, observed.now)
-        if applied_hash(live_config) != applied_hash(config_map) or (lagging and patience > 0):
+        if applied_hash(live_config) != applied_hash(config_map) or (
+            lagging != [] and patience > 0
+        ):
             # Sidecars may still route to a removed shard until they run the final config;
-            # those that never report are waited for SIDECAR_WAIT_SECONDS at most.
+            # those that never report (or whose reports cannot be read) are waited for
+            # SIDECAR_WAIT_SECONDS at most.
             shard_set = sorted({*shard_set, *warm.removed_shards}, key=shard_number)
-            if lagging:
+            if lagging != []:
                 requeue = min(requeue or patience, max(patience, 1.0), SIDECAR_POLL_SECONDS)
-        elif lagging and warm.removed_shards:
-            events.append(
-                EventSpec(
-                    "Warning",
-                    "SidecarsLagging",
-                    f"{len(lagging)} sidecars still reported another config after "
-                    f"{SIDECAR_WAIT_SECONDS:g} s ({', '.join(lagging[:3])}"
-                    f"{', …' if len(lagging) > 3 else ''}); removing "
-                    f"{', '.join(warm.removed_shards)} anyway",
-                )
-            )
+        elif lagging != [] and warm.removed_shards:
+            anyway = f"removing {', '.join(warm.removed_shards)} anyway"
+            events.append(EventSpec("Warning", "SidecarsLagging", lagging_message(lagging, anyway)))
 
     manifests: list[Manifest] = [redis_config_map(context)]
     for shard in shard_set:
@@ -428,10 +424,11 @@ def _ready_condition(
     return condition("Ready", False, "ShardsNotReady", message, live.conditions, observed.now)
 
 
-def _lagging_sidecars(final: str, observed: Observed) -> list[str]:
-    """Sidecars heard from recently that do not run the config version ``final``."""
+def _lagging_sidecars(final: str, observed: Observed) -> list[str] | None:
+    """Sidecars heard from recently that do not run the config version ``final``; None when
+    their reports could not be read."""
     if observed.sidecars is None:
-        return []
+        return None
     return sorted(s for s, version in observed.sidecars.versions.items() if version != final)
 
 
@@ -440,7 +437,7 @@ def _progressing_condition(
     pending: str | None,
     ring: RingStatus,
     waiting: list[str],
-    lagging: list[str],
+    lagging: list[str] | None,
     live: CacheClusterStatus,
     observed: Observed,
 ) -> Condition:
@@ -460,24 +457,32 @@ def _progressing_condition(
         "Finalizing": "the new ring is the only one; removing old shards",
     }[warm.phase]
     message = f"{change}: {detail}"
-    if lagging and warm.phase in ("Draining", "Finalizing"):
+    if warm.phase in ("Draining", "Finalizing"):
         config = "final" if warm.phase == "Finalizing" else "draining"
-        message += f"; {len(lagging)} sidecars do not run the {config} config yet"
+        if lagging is None:
+            message += f"; cannot read yet which config the sidecars run (the {config} one?)"
+        elif lagging:
+            message += f"; {len(lagging)} sidecars do not run the {config} config yet"
     if pending is not None:
         message += f"; queued: {pending}"
     return condition("Progressing", True, warm.phase, message, live.conditions, observed.now)
 
 
 def _provisioning_detail(
-    warm: WarmUpStatus, waiting: list[str], lagging: list[str], leftovers: LeftoverSweep | None
+    warm: WarmUpStatus,
+    waiting: list[str],
+    lagging: list[str] | None,
+    leftovers: LeftoverSweep | None,
 ) -> str:
     if waiting:
         return f"waiting for new shards {', '.join(waiting)}"
     if warm.sweep_started_at is None:
-        return (
-            f"waiting for {len(lagging)} sidecars to run the current config before deleting "
-            "the keys that shards hold from an earlier ring"
+        who = (
+            "to read which config the sidecars run"
+            if lagging is None
+            else (f"for {len(lagging)} sidecars to run the current config")
         )
+        return f"waiting {who} before deleting the keys that shards hold from an earlier ring"
     sweeping = "deleting the keys that shards hold from an earlier ring"
     if leftovers is None:
         return sweeping

@@ -20,6 +20,7 @@ started; a step never lasts less than its duration, even after a long outage of 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -50,8 +51,10 @@ class WarmUpFacts:
     removed_shards_gone: bool
     hit_ratio: float | None
     # Sidecars heard from recently that run another config than the one the phase waits for
-    # (while Provisioning: the active ring alone; while in Grace or Draining: Draining's).
-    lagging_sidecars: tuple[str, ...] = ()
+    # (while Provisioning: the active ring alone; while in Grace or Draining: Draining's). None
+    # when that is not known this turn: the reports could not be read, or they were measured
+    # against another phase's config (a turn that walks through several phases).
+    lagging_sidecars: tuple[str, ...] | None = None
     # How far the deletion of keys shards hold from an earlier ring has come (None: nothing
     # swept this turn).
     leftovers: LeftoverSweep | None = None
@@ -178,19 +181,28 @@ def _wait_for_sidecars(
     state: WarmUpStatus, facts: WarmUpFacts, now: datetime, anyway: str
 ) -> tuple[float | None, list[EventSpec]]:
     """How long to wait for the lagging sidecars (None: go on), and the Warning that says what
-    going on without them risks (``anyway``) once SIDECAR_WAIT_SECONDS of the phase are over."""
+    going on without them risks (``anyway``) once SIDECAR_WAIT_SECONDS of the phase are over.
+    Not knowing which config they run is waited out the same way."""
     lagging = facts.lagging_sidecars
-    patience = SIDECAR_WAIT_SECONDS - seconds_since(state.phase_started_at, now)
-    if lagging and patience > 0:
-        return min(max(patience, 1.0), SIDECAR_POLL_SECONDS), []
-    if not lagging:
+    if lagging == ():
         return None, []
+    patience = SIDECAR_WAIT_SECONDS - seconds_since(state.phase_started_at, now)
+    if patience > 0:
+        return min(max(patience, 1.0), SIDECAR_POLL_SECONDS), []
+    return None, [EventSpec("Warning", "SidecarsLagging", lagging_message(lagging, anyway))]
+
+
+def lagging_message(lagging: Sequence[str] | None, anyway: str) -> str:
+    """What a SidecarsLagging Warning says: who lags (None: the reports could not be read)."""
+    if lagging is None:
+        return (
+            f"could not read which config the sidecars run for {SIDECAR_WAIT_SECONDS:g} s; {anyway}"
+        )
     shown = ", ".join(lagging[:3]) + (", …" if len(lagging) > 3 else "")
-    message = (
+    return (
         f"{len(lagging)} sidecars still reported another config after "
         f"{SIDECAR_WAIT_SECONDS:g} s ({shown}); {anyway}"
     )
-    return None, [EventSpec("Warning", "SidecarsLagging", message)]
 
 
 def _shadowing(

@@ -230,7 +230,7 @@ class FileWarmupSignal:
         return WarmupObservation(hit_ratio=hit_ratio, observed_at=now)
 
     def sidecars(self, target: WarmupTarget, now: datetime) -> SidecarReports | None:
-        return None  # the e2e clusters run no sidecars
+        return SidecarReports(versions={}, observed_at=now)  # the e2e clusters run no sidecars
 
     def sweep(self, target: SweepTarget, now: datetime) -> LeftoverSweep:
         # The e2e clusters run no Redis: no shard holds a key to sweep.
@@ -289,17 +289,18 @@ class RedisWarmupSignal:
     def sidecars(self, target: WarmupTarget, now: datetime) -> SidecarReports | None:
         import redis
 
+        if not target.heartbeat_addresses:
+            return None
         newest: dict[str, tuple[float, str]] = {}
-        heard = False
         for address in target.heartbeat_addresses:
             client = self._client(address, target.password)
             try:
                 entries = client.hgetall(HEARTBEAT_KEY)
             except redis.RedisError:
-                continue
+                # The sidecars that report there would go unseen: who lags is not known.
+                return None
             finally:
                 client.close()
-            heard = True
             for sidecar, value in entries.items():
                 version, _, stamp = value.decode("utf-8", "replace").rpartition(" ")
                 try:
@@ -309,8 +310,6 @@ class RedisWarmupSignal:
                 name = sidecar.decode("utf-8", "replace")
                 if when > newest.get(name, (0.0, ""))[0]:
                     newest[name] = (when, version)
-        if not heard:
-            return None
         cutoff = self.clock() - SIDECAR_REPORT_MAX_AGE
         versions = {name: version for name, (when, version) in newest.items() if when >= cutoff}
         return SidecarReports(versions=versions, observed_at=now)

@@ -54,8 +54,8 @@ class Fleet:
     # Pods come up when their StatefulSet exists, unless a test says otherwise.
     pods_ready: bool = True
     hit_ratio: float | None = None
-    # Which config each sidecar says it runs (None: no report could be read).
-    sidecars: dict[str, str] | None = None
+    # Which config each sidecar says it runs (None: the reports could not be read).
+    sidecars: dict[str, str] | None = field(default_factory=dict)
     # The sweep of keys left from an earlier ring, while a change is Provisioning (None: the
     # shards could not be reached at all).
     leftovers: LeftoverSweep | None = field(

@@ -182,7 +182,7 @@ def test_removed_shards_wait_for_every_sidecar_to_run_the_final_config() -> None
     final = fleet.sidecar_config().config_version
     assert final not in (grace_version, drain_version)
     fleet.sidecars["app-1:7"] = final
-    for _ in range(3):  # the final config is live, but app-2 still runs the grace one
+    for _ in range(3):  # the final config is live, but app-2 still runs the drain one
         fleet.advance(10)
         plan = fleet.reconcile()
         assert plan.delete == [] and "cache-shard-4" in fleet.shard_statefulsets()
@@ -477,3 +477,65 @@ def test_a_sidecar_that_never_runs_the_provisioning_config_holds_the_sweep_120_s
     lagging = [e for plan in fleet.plans[-2:] for e in plan.events if e.reason == "SidecarsLagging"]
     assert len(lagging) == 1 and lagging[0].type == "Warning"
     assert "app-1" in lagging[0].message and "deleting leftovers" in lagging[0].message
+
+
+def test_without_grace_draining_still_waits_for_the_sidecars() -> None:
+    """graceSeconds 0: the turn that cuts over also ends Grace, with the sidecars' reports
+    measured against the shadow config; Draining must wait to see them run its own."""
+    fleet = settled(4, warmUp={**WARM_UP, "graceSeconds": 0})
+    fleet.edit(shards=5)
+    fleet.hit_ratio = 1.0
+    reconcile_until(fleet, "Shadowing", every=60)
+    shadow = fleet.sidecar_config().config_version
+    fleet.sidecars = {"app-1:7": shadow}
+    reconcile_until(fleet, "Draining", every=60)
+    assert fleet.status["warmUp"]["cutoverReason"] == "HitRatioReached"
+    config = fleet.sidecar_config()
+    assert config.warmup is not None and config.warmup.phase == "drain"
+    fleet.advance(5)
+    fleet.reconcile()
+    assert fleet.phase == "Draining"  # app-1 still reports the shadow config
+    fleet.sidecars = {"app-1:7": config.config_version}
+    fleet.reconcile()
+    assert fleet.phase == "Stable"
+
+
+def test_unreadable_sidecar_reports_are_waited_out_like_a_lagging_sidecar() -> None:
+    fleet = settled(5)
+    fleet.edit(shards=4)
+    fleet.sidecars = None  # the shards holding the reports do not answer
+    fleet.reconcile()
+    fleet.advance(5)
+    fleet.reconcile()
+    assert fleet.phase == "Provisioning" and "sweepStartedAt" not in fleet.status["warmUp"]
+    assert (
+        "waiting to read which config the sidecars run" in fleet.condition("Progressing")["message"]
+    )
+    fleet.sidecars = {}
+    fleet.hit_ratio = 1.0
+    reconcile_until(fleet, "Grace", every=60)
+    fleet.sidecars = None
+    fleet.advance(300)
+    fleet.reconcile()
+    assert fleet.phase == "Draining"
+    started = fleet.now
+    for _ in range(3):
+        fleet.advance(30)
+        plan = fleet.reconcile()
+        assert fleet.phase == "Draining"
+        assert plan.requeue_after is not None and plan.requeue_after <= SIDECAR_POLL_SECONDS
+    assert (
+        "cannot read yet which config the sidecars run" in fleet.condition("Progressing")["message"]
+    )
+    fleet.advance(SIDECAR_WAIT_SECONDS - (fleet.now - started).total_seconds())
+    plan = fleet.reconcile()
+    assert fleet.phase == "Finalizing" and plan.delete == []
+    [lagging] = [e for e in plan.events if e.reason == "SidecarsLagging"]
+    assert "could not read which config the sidecars run for 120 s" in lagging.message
+    fleet.reconcile()
+    assert fleet.phase == "Finalizing" and fleet.plans[-1].delete == []  # the same for removal
+    fleet.advance(SIDECAR_WAIT_SECONDS)
+    plan = fleet.reconcile()
+    assert {ref.name for ref in plan.delete} == {"cache-shard-4"}
+    [lagging] = [e for e in plan.events if e.reason == "SidecarsLagging"]
+    assert "removing shard-4 anyway" in lagging.message

@@ -187,8 +187,9 @@ class WarmUpSpec(ApiModel):
         ge=0,
         le=86_400,
         description="After cut-over, a miss on the new ring is retried on the old owner for "
-        "this long; then, once every sidecar has left grace (at most 120 s more), the old ring "
-        "is dropped and removed shards are deleted. Default 300.",
+        "this long; then, once every sidecar has left grace (waited for 120 s at most), the old "
+        "ring is dropped, and removed shards are deleted once every sidecar runs the final "
+        "config (120 s at most again). Default 300.",
     )
     wait_for_ready_shards: bool = Field(
         True,
