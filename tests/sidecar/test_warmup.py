@@ -13,11 +13,12 @@ from typing import Literal
 
 import pytest
 import redis.asyncio as aredis
-from cachefleet.config import ShardEndpoint, SidecarConfig, WarmupConfig
+from cachefleet.config import GutterConfig, HealthConfig, ShardEndpoint, SidecarConfig, WarmupConfig
 from cachefleet.ring import Ring, RingAssignment, Shard, classic_ring
 from cachefleet.sidecar import Sidecar
 from cachefleet.sidecar.warmup import in_shadow, tombstone
 
+from tests.support.ports import free_port
 from tests.support.relay import relay
 
 from .conftest import (
@@ -339,6 +340,64 @@ async def test_a_sidecar_still_in_grace_never_reads_back_what_a_later_sidecar_re
     # The control: a sidecar on the final config next to one in grace, the step drain removes.
     # Its deletes leave the old value on the previous owner, and the grace fallback reads it.
     assert await pair("grace", None, "gf") == 10
+
+
+@pytest.mark.parametrize("phase", ["shadow", "grace", "drain"])
+async def test_a_write_served_by_the_gutter_still_invalidates_the_other_owner(
+    fleet: list[Shard_], phase: Literal["shadow", "grace", "drain"]
+) -> None:
+    """The owner of a moved key is ejected at this sidecar (a dead address), so the gutter
+    serves its writes; the key's owner on the other ring must still lose the old value, since
+    another sidecar may see the owner healthy and read there (a grace fallback, a shadow
+    copy)."""
+    before, after = rings(fleet)
+    keys = moved_keys(fleet, 4, "gutter")
+    other_ring = after if phase == "shadow" else before
+    active_ring = before if phase == "shadow" else after
+    dead = next(s for s in fleet if s.address == active_ring.shard_for(keys[0]))
+    keys = [k for k in keys if active_ring.shard_for(k) == dead.address][:2]
+    assert keys
+    gutter = start_shard()
+    try:
+
+        def config() -> SidecarConfig:
+            settings = through(
+                warm_config(fleet, phase), dead, f"127.0.0.1:{free_port()}"
+            )  # refuses connections: ejected at once
+            return settings.model_copy(
+                update={
+                    "gutter": GutterConfig(
+                        enabled=True,
+                        shards=[ShardEndpoint(name=gutter.address, address=gutter.address)],
+                    ),
+                    "health": HealthConfig(check_interval_ms=100, max_ejection_percent=50),
+                }
+            )
+
+        async def body(app: Sidecar, client: aredis.Redis) -> None:
+            for key in keys:
+                async with direct(owner(other_ring, fleet, key)) as other:
+                    await other.set(key, b"old")
+
+            async def ejected() -> bool:
+                return not app.health.serves(dead.address)
+
+            await until(ejected)
+            await client.set(keys[0], "new")
+            await client.delete(keys[1])
+            async with direct(gutter) as spare:
+                assert await spare.get(keys[0]) == b"new"  # the gutter served the write
+            for key in keys:
+                async with direct(owner(other_ring, fleet, key)) as other:
+                    await until(lambda other=other, key=key: _gone(other, key))
+
+        await with_sidecar(config, body)
+    finally:
+        gutter.stop()
+
+
+async def _gone(client: aredis.Redis, key: bytes) -> bool:
+    return await client.exists(key) == 0
 
 
 async def test_a_fill_racing_a_delete_never_brings_the_value_back(fleet: list[Shard_]) -> None:

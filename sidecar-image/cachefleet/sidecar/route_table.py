@@ -103,6 +103,8 @@ class Warmup(Protocol):
 
     def route(self, owner: int, other: int) -> Route: ...
 
+    def diverted(self, route: Route, other: int) -> Route: ...
+
 
 @dataclass(slots=True)
 class Outgoing:
@@ -209,12 +211,18 @@ class RouteTable:
 
     def destination(self, key: bytes) -> Route:
         owner = self.lookup(key)
+        warmup = self.warmup
         if self.stops[owner]:
-            return self.routes[owner].for_key(key)
-        if self.warmup is not None:
-            other = self.warmup.other_owner(key)
+            route = self.routes[owner].for_key(key)
+            if warmup is not None:
+                other = warmup.other_owner(key)
+                if other != owner:
+                    return warmup.diverted(route, other)
+            return route
+        if warmup is not None:
+            other = warmup.other_owner(key)
             if other != owner:
-                return self.warmup.route(owner, other)
+                return warmup.route(owner, other)
         if self.l1_routes and self.tracker is not None:
             l1_route = self.l1_routes[owner]
             if l1_route is not None and key in self.tracker.hot_keys():

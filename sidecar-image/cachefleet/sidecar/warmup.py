@@ -26,8 +26,9 @@ import mmh3
 
 from cachefleet.ring.hashing import hash_tag
 from cachefleet.sidecar import resp
+from cachefleet.sidecar.commands import Access
 from cachefleet.sidecar.pool import BackendConnection, ShardPool
-from cachefleet.sidecar.route_table import Mode, Route, RouteClass
+from cachefleet.sidecar.route_table import Mode, Outgoing, Route, RouteClass
 from cachefleet.sidecar.slots import PartSlot
 
 SHADOW_SEED = 0x5BD1E995  # the same in _speedups.c
@@ -204,3 +205,35 @@ class WarmupRouting:
             route = self._make_route(self, self.pools[owner], self.pools[other])
             self._routes[(owner, other)] = route
         return route
+
+    def diverted(self, route: Route, other: int) -> Route:
+        """``route`` (the gutter, or a hold) serves a moved key in place of its ejected or
+        re-admitted owner; ``other`` is the key's owner on the other ring."""
+        return InvalidateOnOtherOwner(route, self, self.pools[other])
+
+
+class InvalidateOnOtherOwner:
+    """A moved key whose owner is ejected (or held while it is re-admitted): its route unit
+    serves the request, and a write also deletes the key, behind a tombstone, on its owner on
+    the other ring, as the warm-up's routes do when the owner serves. Ejection is decided by
+    each sidecar alone: another sidecar that still sees the owner healthy reads the other
+    owner (a shadow copy, a grace fallback), which must not keep the value this write
+    replaced."""
+
+    __slots__ = ("inner", "name", "other", "warmup")
+
+    def __init__(self, inner: Route, warmup: WarmupRouting, other: ShardPool) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.warmup = warmup
+        self.other = other
+
+    def send(self, request: Outgoing) -> None:
+        self.inner.send(request)
+        if request.spec.access == Access.READ:
+            return
+        self.warmup.stats.count("invalidate")
+        conn = self.other.connection(request.protocol, request.client_id)
+        clear_on_other_owner(
+            self.warmup, self.other, conn, request.keys, invalidate_request(request.keys)
+        )
