@@ -111,8 +111,8 @@ class WarmupConfig(_Model):
     ``previousRing`` and the value copied over.
     ``drain``: ``ring`` alone answers; a write of a moved key still deletes it on the owner in
     ``previousRing``, because a sidecar that has not left ``grace`` yet may read it there. The
-    operator ends the warm-up once every sidecar runs this phase, so no sidecar ever reads a
-    previous owner that a sidecar without ``previousRing`` has stopped cleaning.
+    operator ends the warm-up once every sidecar reports running this phase (or after a bound),
+    so sidecars in grace and sidecars that no longer clean the previous owners do not overlap.
     """
 
     phase: Literal["shadow", "grace", "drain"]

@@ -206,6 +206,9 @@ class HealthMonitor:
                 policy.round_trip_counts(name, window, now)
         for name in policy.probes_due(now):
             self._spawn_probe(name)
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + HEARTBEAT_SECONDS
+            self._spawn(self._heartbeat())
         if now < self._next_check:
             return
         self._next_check = now + policy.interval
@@ -218,9 +221,6 @@ class HealthMonitor:
             self._polling = True
             self._spawn(self._poll())
         self._report_warmup()
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + HEARTBEAT_SECONDS
-            self._spawn(self._heartbeat())
 
     def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
