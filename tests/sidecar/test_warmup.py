@@ -400,6 +400,31 @@ async def _gone(client: aredis.Redis, key: bytes) -> bool:
     return await client.exists(key) == 0
 
 
+async def test_a_multi_key_write_cleans_each_key_on_its_own_previous_owner(
+    fleet: list[Shard_],
+) -> None:
+    """A script writing two moved keys goes to their one new owner, but their previous owners
+    differ: each key must be deleted on its own, or a grace fallback reads the second one's
+    old value."""
+    before, _ = rings(fleet)
+    moved = moved_keys(fleet, 40, "multi")
+    first = moved[0]
+    second = next(k for k in moved if before.shard_for(k) != before.shard_for(first))
+    delete_second = "return redis.call('DEL', KEYS[2])"
+
+    async def body(app: Sidecar, client: aredis.Redis) -> None:
+        for key in (first, second):
+            async with direct(owner(before, fleet, key)) as previous:
+                await previous.set(key, b"old")
+        await client.eval(delete_second, 2, first, second)
+        async with direct(owner(before, fleet, second)) as previous:
+            await until(lambda: _gone(previous, second))
+        assert await client.get(second) is None
+        assert await client.get(first) is None  # deleted on its previous owner too
+
+    await with_sidecar(lambda: warm_config(fleet, "grace"), body)
+
+
 async def test_a_fill_racing_a_delete_never_brings_the_value_back(fleet: list[Shard_]) -> None:
     """A GET misses on the new owner and falls back to a slow previous owner (a delaying relay);
     meanwhile a DEL of the key lands. The previous owner's answer and the fill come after the

@@ -30,7 +30,8 @@ from cachefleet.sidecar.slots import PartSlot, Slot
 from cachefleet.sidecar.warmup import (
     Discard,
     WarmupRouting,
-    clear_on_other_owner,
+    clear_on_other_owners,
+    delete_request,
     is_null,
     tombstone_request,
     usable,
@@ -61,15 +62,8 @@ class GraceRoute:
         for key in request.keys:
             active.send(tombstone_request(key), PartSlot(self.discard))
         self.active.send(request)
-        previous = self.previous.connection(request.protocol, request.client_id)
         self.warmup.stats.count("grace_delete")
-        clear_on_other_owner(
-            self.warmup,
-            self.previous,
-            previous,
-            request.keys,
-            resp.encode_request([b"DEL", *request.keys]),
-        )
+        clear_on_other_owners(self.warmup, request, self.previous, self.active.pool, delete_request)
 
 
 class GraceRead:

@@ -103,7 +103,7 @@ class Warmup(Protocol):
 
     def route(self, owner: int, other: int) -> Route: ...
 
-    def diverted(self, route: Route, other: int) -> Route: ...
+    def diverted(self, route: Route, owner: int, other: int) -> Route: ...
 
 
 @dataclass(slots=True)
@@ -217,7 +217,7 @@ class RouteTable:
             if warmup is not None:
                 other = warmup.other_owner(key)
                 if other != owner:
-                    return warmup.diverted(route, other)
+                    return warmup.diverted(route, owner, other)
             return route
         if warmup is not None:
             other = warmup.other_owner(key)

@@ -30,7 +30,7 @@ from cachefleet.sidecar.warmup import (
     COPY_DEADLINE_SECONDS,
     Discard,
     WarmupRouting,
-    clear_on_other_owner,
+    clear_on_other_owners,
     fill_request,
     in_shadow,
     invalidate_request,
@@ -84,8 +84,8 @@ class ShadowRoute:
             warming.send(request.raw, PartSlot(self.discard))
             return
         stats.count("invalidate")
-        clear_on_other_owner(
-            self.warmup, self.warming, warming, request.keys, invalidate_request(request.keys)
+        clear_on_other_owners(
+            self.warmup, request, self.warming, self.active.pool, invalidate_request
         )
 
 

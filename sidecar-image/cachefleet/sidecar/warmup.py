@@ -152,21 +152,39 @@ def usable(conn: BackendConnection) -> bool:
     return conn.up and len(conn.waiters) + len(conn.out) < SHADOW_QUEUE_LIMIT
 
 
-def clear_on_other_owner(
+def clear_on_other_owners(
     warmup: WarmupRouting,
-    pool: ShardPool,
-    conn: BackendConnection,
-    keys: Sequence[bytes],
-    request: bytes,
+    request: Outgoing,
+    first: ShardPool,
+    home: ShardPool,
+    build: Callable[[Sequence[bytes]], bytes],
 ) -> None:
-    """Send ``request`` (a delete, on the ring the key is not routed by) so ``pool`` keeps no
-    older value of ``keys``; when it cannot be sent, or fails, the keys are remembered and
-    deleted there before the shard serves again."""
+    """Delete the keys ``request`` writes on their owners on the ring it is not routed by
+    (``build`` makes the delete for some keys), so those keep no older value. ``first`` is the
+    first key's other owner; the keys of a multi-key write may each have another one, and a key
+    whose other owner is ``home`` (where the write goes) has not moved. A delete that cannot be
+    sent, or fails, is remembered, and its keys are deleted there before the shard serves
+    again."""
+    keys = request.keys
+    if len(keys) == 1:
+        groups = {first.name: (first, list(keys))}
+    else:
+        groups = {}
+        for key in keys:
+            pool = warmup.pools[warmup.other_owner(key)]
+            if pool is not home:
+                groups.setdefault(pool.name, (pool, []))[1].append(key)
     stats = warmup.stats
-    if not warmup.healthy(pool.name) or not conn.up:
-        remember_lost(stats, pool.name, keys)
-        return
-    conn.send(request, PartSlot(Discard(stats, pool.name, keys)))
+    for pool, group in groups.values():
+        conn = pool.connection(request.protocol, request.client_id)
+        if not warmup.healthy(pool.name) or not conn.up:
+            remember_lost(stats, pool.name, group)
+            continue
+        conn.send(build(group), PartSlot(Discard(stats, pool.name, group)))
+
+
+def delete_request(keys: Sequence[bytes]) -> bytes:
+    return resp.encode_request([b"DEL", *keys])
 
 
 class WarmupRouting:
@@ -206,10 +224,10 @@ class WarmupRouting:
             self._routes[(owner, other)] = route
         return route
 
-    def diverted(self, route: Route, other: int) -> Route:
+    def diverted(self, route: Route, owner: int, other: int) -> Route:
         """``route`` (the gutter, or a hold) serves a moved key in place of its ejected or
-        re-admitted owner; ``other`` is the key's owner on the other ring."""
-        return InvalidateOnOtherOwner(route, self, self.pools[other])
+        re-admitted ``owner``; ``other`` is the key's owner on the other ring."""
+        return InvalidateOnOtherOwner(route, self, self.pools[owner], self.pools[other])
 
 
 class InvalidateOnOtherOwner:
@@ -220,12 +238,15 @@ class InvalidateOnOtherOwner:
     owner (a shadow copy, a grace fallback), which must not keep the value this write
     replaced."""
 
-    __slots__ = ("inner", "name", "other", "warmup")
+    __slots__ = ("inner", "name", "other", "owner", "warmup")
 
-    def __init__(self, inner: Route, warmup: WarmupRouting, other: ShardPool) -> None:
+    def __init__(
+        self, inner: Route, warmup: WarmupRouting, owner: ShardPool, other: ShardPool
+    ) -> None:
         self.inner = inner
         self.name = inner.name
         self.warmup = warmup
+        self.owner = owner
         self.other = other
 
     def send(self, request: Outgoing) -> None:
@@ -233,7 +254,4 @@ class InvalidateOnOtherOwner:
         if request.spec.access == Access.READ:
             return
         self.warmup.stats.count("invalidate")
-        conn = self.other.connection(request.protocol, request.client_id)
-        clear_on_other_owner(
-            self.warmup, self.other, conn, request.keys, invalidate_request(request.keys)
-        )
+        clear_on_other_owners(self.warmup, request, self.other, self.owner, invalidate_request)
