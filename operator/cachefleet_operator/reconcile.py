@@ -32,6 +32,7 @@ from cachefleet_operator.api import (
     WarmUpStatus,
     parse_spec,
 )
+from cachefleet_operator.api.status import WarmUpPhase
 from cachefleet_operator.children.context import RenderContext
 from cachefleet_operator.children.disruption_budget import disruption_budgets
 from cachefleet_operator.children.gutter import gutter_children
@@ -76,6 +77,13 @@ from cachefleet_operator.warmup import (
     advance,
     lagging_message,
 )
+
+# The phases that wait for every sidecar to run a config, and the status that renders it.
+SIDECAR_GATES: dict[WarmUpPhase, dict[str, object]] = {
+    "Provisioning": {"phase": "Provisioning"},  # the active ring alone, for the sweep
+    "Shadowing": {"phase": "Shadowing", "percent": 0.0},  # invalidations before copies
+    "Draining": {"phase": "Draining"},  # no sidecar left in grace
+}
 
 # Kinds the operator renders; only these are ever deleted as no longer desired.
 MANAGED_KINDS = frozenset({"StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget"})
@@ -138,18 +146,13 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
 
     context = RenderContext(owner, effective)
     requeue: float | None = None
-    lagging_now: list[str] | None = None
+    lagging_by_gate: dict[WarmUpPhase, list[str] | None] = {}
     if warm is not None:
-        if warm.phase == "Provisioning":
-            # The config sidecars must run before the leftover sweep: the active ring alone.
-            provisioning = sidecar_settings(context, _routing(ring, warm)[0]).config_version
-            lagging_now = _lagging_sidecars(provisioning, observed)
-        elif warm.phase in ("Grace", "Draining"):
-            # Draining waits for every sidecar to run its config; measured against it from
-            # Grace on, so the turn that enters Draining already sees who lags.
-            draining = warm.model_copy(update={"phase": "Draining"})
-            drain = sidecar_settings(context, _routing(ring, draining)[0]).config_version
-            lagging_now = _lagging_sidecars(drain, observed)
+        # Each phase that waits for the sidecars, against the config it waits for (measured
+        # for all of them, so a turn that walks into one already knows who lags there).
+        for gate, update in SIDECAR_GATES.items():
+            config = sidecar_settings(context, _routing(ring, warm.model_copy(update=update))[0])
+            lagging_by_gate[gate] = _lagging_sidecars(config.config_version, observed)
         facts = WarmUpFacts(
             new_shards_ready=_shards_ready(
                 context, warm.added_shards, observed, effective.warm_up.wait_for_ready_shards
@@ -160,7 +163,9 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
                 for kind in ("StatefulSet", "Service")
             ),
             hit_ratio=observed.warmup.hit_ratio if observed.warmup else None,
-            lagging_sidecars=None if lagging_now is None else tuple(lagging_now),
+            lagging_sidecars={
+                gate: None if lag is None else tuple(lag) for gate, lag in lagging_by_gate.items()
+            },
             leftovers=observed.leftovers,
         )
         step = advance(warm, effective.warm_up, facts, observed.now)
@@ -174,8 +179,8 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
     settings = sidecar_settings(context, routing)
     config_map = stamped(sidecar_config_map(context, settings))
     lagging: list[str] | None = []
-    if warm is not None and warm.phase in ("Provisioning", "Draining"):
-        lagging = lagging_now
+    if warm is not None and warm.phase in lagging_by_gate:
+        lagging = lagging_by_gate[warm.phase]
     if warm is not None and warm.phase == "Finalizing":
         live_config = observed.children.get(("ConfigMap", sidecar_config(owner.name)))
         lagging = _lagging_sidecars(settings.config_version, observed)
@@ -450,15 +455,18 @@ def _progressing_condition(
     )
     detail = {
         "Provisioning": _provisioning_detail(warm, waiting, lagging, observed.leftovers),
-        "Shadowing": f"shadowing {warm.percent:g}% of requests to the next ring",
+        "Shadowing": f"shadowing {warm.percent:g}% of requests to the next ring"
+        if warm.percent
+        else "writes of moved keys delete them on the next ring; copies begin once every "
+        "sidecar does",
         "Grace": f"cut over ({warm.cutover_reason}); the old ring answers misses",
         "Draining": "the new ring alone answers; writes still clean the old owners until every "
         "sidecar has left grace",
         "Finalizing": "the new ring is the only one; removing old shards",
     }[warm.phase]
     message = f"{change}: {detail}"
-    if warm.phase in ("Draining", "Finalizing"):
-        config = "final" if warm.phase == "Finalizing" else "draining"
+    if warm.phase in ("Draining", "Finalizing") or (warm.phase == "Shadowing" and not warm.percent):
+        config = {"Finalizing": "final", "Draining": "draining"}.get(warm.phase, "shadow")
         if lagging is None:
             message += f"; cannot read yet which config the sidecars run (the {config} one?)"
         elif lagging:

@@ -7,9 +7,17 @@ Provisioning ends once the new shards are ready, every sidecar runs the Provisio
 (the active ring alone), and then the keys that shards hold from an earlier ring are deleted
 (leftovers.py): every way out of it shadows or cuts over.
 
+Shadowing begins at 0%: writes of moved keys delete them on their next owner, and nothing is
+copied there yet. The ramp's first step waits until every sidecar runs that config: a sidecar
+still on the Provisioning config writes the active owner alone, so a copy another sidecar
+took just before such a write would keep the value it replaced.
+
 Draining ends once every sidecar runs the Draining config: a sidecar still in Grace reads a
 moved key's previous owner on a miss, so until none is, every write must still clean that
 owner, which the Draining config does and the final one does not.
+
+The three waits for sidecars (the sweep, shadowing's first copies, the end of Draining) are
+each bounded by SIDECAR_WAIT_SECONDS from the start of their phase.
 
 Every fact the machine needs is in the WarmUpStatus (persisted) or in WarmUpFacts (observed
 this time), and time comes only from ``now``. So a reconciler killed at any point and started
@@ -20,13 +28,13 @@ started; a step never lasts less than its duration, even after a long outage of 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from cachefleet_operator.api import WarmUpStatus
 from cachefleet_operator.api.spec import WarmUpSpec
-from cachefleet_operator.api.status import CutoverReason
+from cachefleet_operator.api.status import CutoverReason, WarmUpPhase
 from cachefleet_operator.clock import rfc3339, seconds_since
 from cachefleet_operator.plan import EventSpec, LeftoverSweep
 
@@ -50,11 +58,11 @@ class WarmUpFacts:
     # No StatefulSet or Service of a removed shard is left.
     removed_shards_gone: bool
     hit_ratio: float | None
-    # Sidecars heard from recently that run another config than the one the phase waits for
-    # (while Provisioning: the active ring alone; while in Grace or Draining: Draining's). None
-    # when that is not known this turn: the reports could not be read, or they were measured
-    # against another phase's config (a turn that walks through several phases).
-    lagging_sidecars: tuple[str, ...] | None = None
+    # By the phase that waits for them: the sidecars heard from recently that run another
+    # config than the one it waits for (Provisioning: the active ring alone; Shadowing: the
+    # shadow config at 0%; Draining: its own). A phase missing, or None: not known this turn
+    # (the reports could not be read).
+    lagging_sidecars: Mapping[WarmUpPhase, tuple[str, ...] | None] = field(default_factory=dict)
     # How far the deletion of keys shards hold from an earlier ring has come (None: nothing
     # swept this turn).
     leftovers: LeftoverSweep | None = None
@@ -142,19 +150,18 @@ def _provisioning(
         after, events, wait = _cut_over(state, "WarmUpDisabled", facts.hit_ratio, now, config)
         return after, [*swept, *events], wait
     stamp = rfc3339(now)
-    percent = config.steps[0]
     after = state.model_copy(
         update={
             "phase": "Shadowing",
             "phase_started_at": stamp,
             "step": 0,
             "step_started_at": stamp,
-            "percent": percent,
+            "percent": 0.0,
         }
     )
     message = (
-        f"shadowing {percent:g}% of requests to ring v{state.to_ring.version} "
-        f"({state.to_shards} shards)"
+        f"shadowing to ring v{state.to_ring.version} ({state.to_shards} shards): writes of "
+        "moved keys delete them there; copies begin once every sidecar does"
     )
     return after, [*swept, EventSpec("Normal", "ShadowingStarted", message)], None
 
@@ -169,6 +176,7 @@ def _start_sweep(
         state,
         facts,
         now,
+        "Provisioning",
         "deleting leftovers of earlier rings anyway: one of them may write a key back to a "
         "shard that will own it",
     )
@@ -178,12 +186,13 @@ def _start_sweep(
 
 
 def _wait_for_sidecars(
-    state: WarmUpStatus, facts: WarmUpFacts, now: datetime, anyway: str
+    state: WarmUpStatus, facts: WarmUpFacts, now: datetime, gate: WarmUpPhase, anyway: str
 ) -> tuple[float | None, list[EventSpec]]:
-    """How long to wait for the lagging sidecars (None: go on), and the Warning that says what
-    going on without them risks (``anyway``) once SIDECAR_WAIT_SECONDS of the phase are over.
-    Not knowing which config they run is waited out the same way."""
-    lagging = facts.lagging_sidecars
+    """How long to wait for the sidecars lagging behind the config ``gate`` waits for (None: go
+    on), and the Warning that says what going on without them risks (``anyway``) once
+    SIDECAR_WAIT_SECONDS of the phase are over. Not knowing which config they run is waited
+    out the same way."""
+    lagging = facts.lagging_sidecars.get(gate)
     if lagging == ():
         return None, []
     patience = SIDECAR_WAIT_SECONDS - seconds_since(state.phase_started_at, now)
@@ -211,6 +220,22 @@ def _shadowing(
     to_timeout = config.timeout_seconds - seconds_since(state.phase_started_at, now)
     if to_timeout <= 0:
         return _cut_over(state, "Timeout", facts.hit_ratio, now, config)
+    if state.percent == 0:  # the steps are above 0: this is the wait before any copy
+        wait, events = _wait_for_sidecars(
+            state,
+            facts,
+            now,
+            "Shadowing",
+            "copying anyway: a copy may keep a value that one of them replaces meanwhile",
+        )
+        if wait is not None:
+            return state, [], min(wait, to_timeout)
+        percent = config.steps[0]
+        after = state.model_copy(
+            update={"step": 0, "step_started_at": rfc3339(now), "percent": percent}
+        )
+        first = EventSpec("Normal", "ShadowStep", f"shadowing {percent:g}% of requests")
+        return after, [*events, first], None
     duration = step_seconds(config)
     step_started = state.step_started_at or state.phase_started_at
     to_step_end = duration - seconds_since(step_started, now)
@@ -283,6 +308,7 @@ def _draining(
         state,
         facts,
         now,
+        "Draining",
         "dropping the previous ring anyway: one still in grace may read a value replaced "
         "since from an old owner",
     )

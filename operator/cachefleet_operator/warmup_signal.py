@@ -77,8 +77,7 @@ FINALIZING = "Finalizing"
 def warmup_target(cluster: dict[str, Any], password: str | None) -> WarmupTarget | None:
     """What this turn of the warm-up needs from the shards of a CacheCluster as the API returns
     it: the leftovers to sweep (while provisioning), the measurement (while shadowing) or the
-    sidecars' reports (while provisioning, in grace, draining or finalizing); None when no
-    warm-up is in one of those phases."""
+    sidecars' reports (in every phase); None outside a change."""
     warm_up = (cluster.get("status") or {}).get("warmUp") or {}
     phase = warm_up.get("phase")
     if phase not in (PROVISIONING, SHADOWING, GRACE, DRAINING, FINALIZING):
@@ -162,8 +161,8 @@ class WarmupSignal(Protocol):
 
 @dataclass(frozen=True)
 class SignalReading:
-    """What one turn read, by the phase: the sidecars' reports (every phase but shadowing), the
-    leftover sweep (provisioning), the warming shards' hit ratio (shadowing)."""
+    """What one turn read: the sidecars' reports (in every phase of a change), the leftover
+    sweep (provisioning), the warming shards' hit ratio (shadowing)."""
 
     warmup: WarmupObservation | None = None
     sidecars: SidecarReports | None = None
@@ -173,9 +172,9 @@ class SignalReading:
 def observe_signal(
     signal: WarmupSignal, target: WarmupTarget | None, now: datetime
 ) -> SignalReading:
-    """What this turn of the warm-up needs from ``signal``: the sidecars' reports and the
-    leftover sweep while provisioning, the warming shards' hit ratio while shadowing, or else
-    the sidecars' reports; nothing outside a change (``target`` None) or
+    """What this turn of the warm-up needs from ``signal``: the sidecars' reports, and the
+    leftover sweep while provisioning or the warming shards' hit ratio while shadowing; nothing
+    outside a change (``target`` None) or
     when the signal cannot be read."""
     if target is None:
         return SignalReading()
@@ -183,9 +182,10 @@ def observe_signal(
         if target.sweep is not None:
             sidecars = signal.sidecars(target, now)
             return SignalReading(sidecars=sidecars, leftovers=signal.sweep(target.sweep, now))
+        sidecars = signal.sidecars(target, now)
         if target.addresses:
-            return SignalReading(warmup=signal.observe(target, now))
-        return SignalReading(sidecars=signal.sidecars(target, now))
+            return SignalReading(warmup=signal.observe(target, now), sidecars=sidecars)
+        return SignalReading(sidecars=sidecars)
     except WarmupSignalError as error:
         # Unreadable signal: the warm-up sees "nothing measured" and falls back to its ramp
         # timeout, rather than the whole reconcile failing.

@@ -539,3 +539,55 @@ def test_unreadable_sidecar_reports_are_waited_out_like_a_lagging_sidecar() -> N
     assert {ref.name for ref in plan.delete} == {"cache-shard-4"}
     [lagging] = [e for e in plan.events if e.reason == "SidecarsLagging"]
     assert "removing shard-4 anyway" in lagging.message
+
+
+def test_nothing_is_copied_before_every_sidecar_invalidates_on_the_next_ring() -> None:
+    """Shadowing starts at 0%: writes of moved keys delete them on their next owner, nothing is
+    copied there. A sidecar still on the Provisioning config writes the active owner alone, so
+    a copy taken by another sidecar just before such a write would keep the replaced value: the
+    first copies wait until every sidecar runs the 0% config."""
+    fleet = settled(4)
+    provisioning = fleet.sidecar_config().config_version
+    fleet.sidecars = {"app-1:7": provisioning, "app-2:7": provisioning}
+    fleet.edit(shards=5)
+    fleet.reconcile()
+    plan = fleet.reconcile()
+    assert fleet.phase == "Shadowing"
+    assert fleet.status["warmUp"]["percent"] == 0.0
+    assert "ShadowingStarted" in reasons(fleet) and "ShadowStep" not in reasons(fleet)
+    assert plan.requeue_after is not None and plan.requeue_after <= SIDECAR_POLL_SECONDS
+    config = fleet.sidecar_config()
+    assert config.warmup is not None and config.warmup.phase == "shadow"
+    assert config.warmup.shadow_percent == 0.0
+    invalidating = config.config_version
+    fleet.sidecars["app-1:7"] = invalidating
+    fleet.advance(60)
+    fleet.reconcile()
+    assert fleet.status["warmUp"]["percent"] == 0.0  # app-2 still runs the Provisioning config
+    assert fleet.condition("Progressing")["message"].endswith(
+        "copies begin once every sidecar does; 1 sidecars do not run the shadow config yet"
+    )
+    fleet.sidecars["app-2:7"] = invalidating
+    fleet.reconcile()
+    warm = fleet.status["warmUp"]
+    assert (warm["step"], warm["percent"]) == (0, 1.0)
+    assert warm["stepStartedAt"] == rfc3339(fleet.now)  # the first step is held in full
+    assert reasons(fleet) == ["ShadowStep"]
+    assert fleet.plans[-1].requeue_after == 60
+
+
+def test_a_sidecar_that_never_invalidates_holds_the_first_copies_120_s_at_most() -> None:
+    fleet = settled(4)
+    fleet.sidecars = {"stuck:1": "an-old-version"}
+    fleet.edit(shards=5)
+    for _ in range(2):
+        fleet.advance(SIDECAR_WAIT_SECONDS)  # the sweep's own wait for it
+        fleet.reconcile()
+    assert fleet.phase == "Shadowing" and fleet.status["warmUp"]["percent"] == 0.0
+    started = fleet.now
+    while fleet.status["warmUp"]["percent"] == 0.0:
+        fleet.advance(fleet.plans[-1].requeue_after or 5)
+        fleet.reconcile()
+    assert (fleet.now - started).total_seconds() == SIDECAR_WAIT_SECONDS
+    [lagging] = [e for e in fleet.plans[-1].events if e.reason == "SidecarsLagging"]
+    assert "stuck:1" in lagging.message and "copying anyway" in lagging.message
