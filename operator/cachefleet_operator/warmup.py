@@ -193,7 +193,7 @@ def _wait_for_sidecars(
     SIDECAR_WAIT_SECONDS of the phase are over. Not knowing which config they run is waited
     out the same way."""
     lagging = facts.lagging_sidecars.get(gate)
-    if lagging == ():
+    if lagging is not None and not lagging:
         return None, []
     patience = SIDECAR_WAIT_SECONDS - seconds_since(state.phase_started_at, now)
     if patience > 0:

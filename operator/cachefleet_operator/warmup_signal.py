@@ -8,8 +8,8 @@ hit and the warming owner answered the same). Reading those hashes gives every s
 measurement at once, with no need to find and scrape each application pod; ``INFO stats`` would
 not do: copies never move its counters, and a shard that keeps its own keys while it gains
 others mostly counts its normal traffic. Each sidecar also says which config it runs
-(``cachefleet:sidecars`` on the shard that owns that key), which the leftover sweep, Draining
-and Finalizing wait for.
+(``cachefleet:sidecars`` on the shard that owns that key), which the leftover sweep, the first
+copies of Shadowing, the end of Draining and Finalizing wait for.
 
 In the e2e tests there are no running Redis pods (no kubelet), so the tests feed the hit ratio
 through a file. Both sit behind ``WarmupSignal`` and are chosen on the command line:
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cachefleet.config.keys import HEARTBEAT_KEY, change_id, warmup_stats_key
 from cachefleet.ring import Ring, RingAssignment
@@ -40,6 +40,8 @@ from cachefleet_operator import naming
 from cachefleet_operator.leftovers import RedisLeftoverSweeper, SweepTarget, receiving_shards
 from cachefleet_operator.plan import LeftoverSweep, SidecarReports, WarmupObservation
 from cachefleet_operator.shard_client import shard_client
+
+T = TypeVar("T")
 
 logger = logging.getLogger("cachefleet.operator")
 
@@ -178,19 +180,23 @@ def observe_signal(
     when the signal cannot be read."""
     if target is None:
         return SignalReading()
+    sweep = target.sweep
+    return SignalReading(
+        warmup=_read(target, lambda: signal.observe(target, now)) if target.addresses else None,
+        sidecars=_read(target, lambda: signal.sidecars(target, now)),
+        leftovers=_read(target, lambda: signal.sweep(sweep, now)) if sweep is not None else None,
+    )
+
+
+def _read(target: WarmupTarget, read: Callable[[], T]) -> T | None:
+    """One reading, or None when it cannot be read: the warm-up then sees "nothing measured"
+    (and waits, or falls back to its ramp timeout) rather than the whole reconcile failing;
+    one unreadable reading does not lose the others."""
     try:
-        if target.sweep is not None:
-            sidecars = signal.sidecars(target, now)
-            return SignalReading(sidecars=sidecars, leftovers=signal.sweep(target.sweep, now))
-        sidecars = signal.sidecars(target, now)
-        if target.addresses:
-            return SignalReading(warmup=signal.observe(target, now), sidecars=sidecars)
-        return SignalReading(sidecars=sidecars)
+        return read()
     except WarmupSignalError as error:
-        # Unreadable signal: the warm-up sees "nothing measured" and falls back to its ramp
-        # timeout, rather than the whole reconcile failing.
         logger.warning("%s/%s: warm-up signal: %s", target.namespace, target.cluster, error)
-        return SignalReading()
+        return None
 
 
 class _Reading(BaseModel):

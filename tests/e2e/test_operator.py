@@ -425,8 +425,8 @@ def test_capacity_change_walks_every_warm_up_phase(
     shrunk = wait_stable(kubectl, "growing", 4, timeout=60)
     time.sleep(0.5)
     # No shard to create, but the shards that gain keys are swept for leftovers of earlier
-    # rings first: the sweep begins in the reconcile that plans the change, and the next one
-    # sees it done (this test's file signal has no Redis to scan).
+    # rings first: the sweep begins once a reconcile after the planning one has read the
+    # sidecars' reports, and is seen done then (this test's file signal has no Redis to scan).
     assert watch.phases() == ["Provisioning", "Shadowing", "Grace", "Finalizing", "Stable"], (
         watch.seen
     )

@@ -484,11 +484,17 @@ def test_without_grace_draining_still_waits_for_the_sidecars() -> None:
     measured against the shadow config; Draining must wait to see them run its own."""
     fleet = settled(4, warmUp={**WARM_UP, "graceSeconds": 0})
     fleet.edit(shards=5)
-    fleet.hit_ratio = 1.0
+    fleet.hit_ratio = None  # hold the ramp at 100% until the sidecar runs that config
     reconcile_until(fleet, "Shadowing", every=60)
-    shadow = fleet.sidecar_config().config_version
-    fleet.sidecars = {"app-1:7": shadow}
-    reconcile_until(fleet, "Draining", every=60)
+    while fleet.status["warmUp"]["percent"] < 100:
+        fleet.sidecars = {"app-1:7": fleet.sidecar_config().config_version}
+        fleet.advance(60)
+        fleet.reconcile()
+    fleet.sidecars = {"app-1:7": fleet.sidecar_config().config_version}  # the last published
+    fleet.hit_ratio = 1.0
+    fleet.advance(60)
+    fleet.reconcile()
+    assert fleet.phase == "Draining"
     assert fleet.status["warmUp"]["cutoverReason"] == "HitRatioReached"
     config = fleet.sidecar_config()
     assert config.warmup is not None and config.warmup.phase == "drain"

@@ -425,6 +425,35 @@ async def test_a_multi_key_write_cleans_each_key_on_its_own_previous_owner(
     await with_sidecar(lambda: warm_config(fleet, "grace"), body)
 
 
+async def test_a_multi_key_write_leaves_its_keys_that_did_not_move_alone(
+    fleet: list[Shard_],
+) -> None:
+    """In shadow, a script writes a moved key and a key that stays on the same shard: only the
+    moved one is invalidated on the next ring; the other's "other owner" is the shard the
+    write goes to, where deleting it would undo the write."""
+    before, after = rings(fleet)
+    moved = moved_keys(fleet, 1, "home")[0]
+    home = before.shard_for(moved)
+    staying = next(
+        k
+        for i in range(10_000)
+        if before.shard_for(k := f"stay:{i}".encode()) == home and after.shard_for(k) == home
+    )
+    set_both = "redis.call('SET', KEYS[1], 'new'); redis.call('SET', KEYS[2], 'new')"
+
+    async def body(app: Sidecar, client: aredis.Redis) -> None:
+        async with direct(fleet[4]) as warming:
+            await warming.set(moved, b"old")
+        await client.eval(set_both, 2, moved, staying)
+        async with direct(fleet[4]) as warming:
+            await until(lambda: _gone(warming, moved))
+        await client.ping()
+        assert await client.get(staying) == b"new"
+        assert await client.get(moved) == b"new"
+
+    await with_sidecar(lambda: warm_config(fleet, "shadow", percent=0.0), body)
+
+
 async def test_a_fill_racing_a_delete_never_brings_the_value_back(fleet: list[Shard_]) -> None:
     """A GET misses on the new owner and falls back to a slow previous owner (a delaying relay);
     meanwhile a DEL of the key lands. The previous owner's answer and the fill come after the

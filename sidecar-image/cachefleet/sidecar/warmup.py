@@ -208,6 +208,7 @@ class WarmupRouting:
         self.healthy = healthy
         self._make_route = make_route
         self._routes: dict[tuple[int, int], Route] = {}
+        self._diverted: dict[tuple[Route, int, int], Route] = {}
 
     def stops(self, key: bytes, owner: int, klass: int) -> bool:
         """The warm-up's part of the route decision (``route_decide`` in _speedups.c)."""
@@ -226,14 +227,19 @@ class WarmupRouting:
 
     def diverted(self, route: Route, owner: int, other: int) -> Route:
         """``route`` (the gutter, or a hold) serves a moved key in place of its ejected or
-        re-admitted ``owner``; ``other`` is the key's owner on the other ring."""
-        return InvalidateOnOtherOwner(route, self, self.pools[owner], self.pools[other])
+        re-admitted ``owner``; ``other`` is the key's owner on the other ring. One wrapper per
+        (route, owner, other), so a multi-key command's parts still group by destination."""
+        wrapper = self._diverted.get((route, owner, other))
+        if wrapper is None:
+            wrapper = InvalidateOnOtherOwner(route, self, self.pools[owner], self.pools[other])
+            self._diverted[(route, owner, other)] = wrapper
+        return wrapper
 
 
 class InvalidateOnOtherOwner:
     """A moved key whose owner is ejected (or held while it is re-admitted): its route unit
-    serves the request, and a write also deletes the key, behind a tombstone, on its owner on
-    the other ring, as the warm-up's routes do when the owner serves. Ejection is decided by
+    takes the request, and a write also deletes the key, behind a tombstone, on its owner on
+    the other ring, as the warm-up's routes delete it there when the owner serves. Ejection is decided by
     each sidecar alone: another sidecar that still sees the owner healthy reads the other
     owner (a shadow copy, a grace fallback), which must not keep the value this write
     replaced."""
