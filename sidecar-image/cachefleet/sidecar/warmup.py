@@ -239,9 +239,9 @@ class WarmupRouting:
 class InvalidateOnOtherOwner:
     """A moved key whose owner is ejected (or held while it is re-admitted): its route unit
     takes the request, and a write also deletes the key, behind a tombstone, on its owner on
-    the other ring, as the warm-up's routes delete it there when the owner serves. Ejection is decided by
-    each sidecar alone: another sidecar that still sees the owner healthy reads the other
-    owner (a shadow copy, a grace fallback), which must not keep the value this write
+    the other ring, as the warm-up's routes delete it there when the owner serves. Ejection is
+    decided by each sidecar alone: another sidecar that still sees the owner healthy reads the
+    other owner (a shadow copy, a grace fallback), which must not keep the value this write
     replaced."""
 
     __slots__ = ("inner", "name", "other", "owner", "warmup")
