@@ -17,7 +17,7 @@ moved key's previous owner on a miss, so until none is, every write must still c
 owner, which the Draining config does and the final one does not.
 
 The three waits for sidecars (the sweep, shadowing's first copies, the end of Draining) are
-each bounded by SIDECAR_WAIT_SECONDS from the start of their phase.
+each bounded by SIDECAR_WAIT_SECONDS from the moment they begin (``sidecarWaitStartedAt``).
 
 Every fact the machine needs is in the WarmUpStatus (persisted) or in WarmUpFacts (observed
 this time), and time comes only from ``now``. So a reconciler killed at any point and started
@@ -172,7 +172,7 @@ def _start_sweep(
     """The sweep is complete only if no sidecar still writes by an older ring, which could put
     a leftover back behind it: it begins once every sidecar runs the Provisioning config, or
     after SIDECAR_WAIT_SECONDS with a Warning naming those that do not."""
-    wait, events = _wait_for_sidecars(
+    state, wait, events = _wait_for_sidecars(
         state,
         facts,
         now,
@@ -187,18 +187,22 @@ def _start_sweep(
 
 def _wait_for_sidecars(
     state: WarmUpStatus, facts: WarmUpFacts, now: datetime, gate: WarmUpPhase, anyway: str
-) -> tuple[float | None, list[EventSpec]]:
-    """How long to wait for the sidecars lagging behind the config ``gate`` waits for (None: go
-    on), and the Warning that says what going on without them risks (``anyway``) once
-    SIDECAR_WAIT_SECONDS of the phase are over. Not knowing which config they run is waited
-    out the same way."""
+) -> tuple[WarmUpStatus, float | None, list[EventSpec]]:
+    """The state (which records when the wait began), how long to wait for the sidecars
+    lagging behind the config ``gate`` waits for (None: go on), and the Warning that says what
+    going on without them risks (``anyway``) once they were waited for SIDECAR_WAIT_SECONDS.
+    Not knowing which config they run is waited out the same way. The wait is timed from its
+    own start, not the phase's: Provisioning may spend minutes on new shards first."""
     lagging = facts.lagging_sidecars.get(gate)
     if lagging is not None and not lagging:
-        return None, []
-    patience = SIDECAR_WAIT_SECONDS - seconds_since(state.phase_started_at, now)
+        return state.model_copy(update={"sidecar_wait_started_at": None}), None, []
+    started = state.sidecar_wait_started_at or rfc3339(now)
+    state = state.model_copy(update={"sidecar_wait_started_at": started})
+    patience = SIDECAR_WAIT_SECONDS - seconds_since(started, now)
     if patience > 0:
-        return min(max(patience, 1.0), SIDECAR_POLL_SECONDS), []
-    return None, [EventSpec("Warning", "SidecarsLagging", lagging_message(lagging, anyway))]
+        return state, min(max(patience, 1.0), SIDECAR_POLL_SECONDS), []
+    warning = EventSpec("Warning", "SidecarsLagging", lagging_message(lagging, anyway))
+    return state.model_copy(update={"sidecar_wait_started_at": None}), None, [warning]
 
 
 def lagging_message(lagging: Sequence[str] | None, anyway: str) -> str:
@@ -221,7 +225,7 @@ def _shadowing(
     if to_timeout <= 0:
         return _cut_over(state, "Timeout", facts.hit_ratio, now, config)
     if state.percent == 0:  # the steps are above 0: this is the wait before any copy
-        wait, events = _wait_for_sidecars(
+        state, wait, events = _wait_for_sidecars(
             state,
             facts,
             now,
@@ -304,7 +308,7 @@ def _cut_over(
 def _draining(
     state: WarmUpStatus, facts: WarmUpFacts, now: datetime
 ) -> tuple[WarmUpStatus | None, list[EventSpec], float | None]:
-    wait, events = _wait_for_sidecars(
+    state, wait, events = _wait_for_sidecars(
         state,
         facts,
         now,

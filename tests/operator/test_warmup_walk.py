@@ -586,10 +586,8 @@ def test_a_sidecar_that_never_invalidates_holds_the_first_copies_120_s_at_most()
     fleet = settled(4)
     fleet.sidecars = {"stuck:1": "an-old-version"}
     fleet.edit(shards=5)
-    for _ in range(2):
-        fleet.advance(SIDECAR_WAIT_SECONDS)  # the sweep's own wait for it
-        fleet.reconcile()
-    assert fleet.phase == "Shadowing" and fleet.status["warmUp"]["percent"] == 0.0
+    reconcile_until(fleet, "Shadowing")  # the sweep waits its own 120 s for it first
+    assert fleet.status["warmUp"]["percent"] == 0.0
     started = fleet.now
     while fleet.status["warmUp"]["percent"] == 0.0:
         fleet.advance(fleet.plans[-1].requeue_after or 5)
@@ -597,3 +595,25 @@ def test_a_sidecar_that_never_invalidates_holds_the_first_copies_120_s_at_most()
     assert (fleet.now - started).total_seconds() == SIDECAR_WAIT_SECONDS
     [lagging] = [e for e in fleet.plans[-1].events if e.reason == "SidecarsLagging"]
     assert "stuck:1" in lagging.message and "copying anyway" in lagging.message
+
+
+def test_the_sweep_waits_its_120_s_from_when_it_can_begin_not_from_the_plan() -> None:
+    """New shards may take minutes to come up; the wait for a lagging sidecar starts only when
+    the sweep could otherwise begin."""
+    fleet = settled(4)
+    fleet.pods_ready = False
+    fleet.sidecars = {"app-1": "1-an-older-config"}
+    fleet.edit(shards=5)
+    fleet.reconcile()
+    for _ in range(6):
+        fleet.advance(60)
+        fleet.reconcile()
+    assert "sidecarWaitStartedAt" not in fleet.status["warmUp"]  # still waiting for the shard
+    fleet.set_ready(True)
+    fleet.reconcile()
+    ready = fleet.now
+    assert fleet.status["warmUp"]["sidecarWaitStartedAt"] == rfc3339(ready)
+    reconcile_until(fleet, "Shadowing", every=5)
+    assert (fleet.now - ready).total_seconds() == SIDECAR_WAIT_SECONDS
+    # The first copies wait for it again, from now.
+    assert fleet.status["warmUp"]["sidecarWaitStartedAt"] == rfc3339(fleet.now)

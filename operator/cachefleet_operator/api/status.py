@@ -49,6 +49,11 @@ class WarmUpStatus(ApiModel):
         description="When the deletion of keys shards hold from an earlier ring began, every "
         "sidecar running the Provisioning config (RFC3339).",
     )
+    sidecar_wait_started_at: str | None = Field(
+        None,
+        description="When the current step began waiting for every sidecar to run the config "
+        "it needs (RFC3339); it waits 120 s at most from then.",
+    )
     step: int = Field(0, ge=0, description="Index of the current shadow step.")
     step_started_at: str | None = Field(None, description="When the shadow step began.")
     percent: float = Field(0.0, description="Share of requests shadowed to the next ring (%).")
