@@ -32,7 +32,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from cachefleet.config.keys import HEARTBEAT_KEY, change_id, warmup_stats_key
+from cachefleet.config.keys import (
+    HEARTBEAT_KEY,
+    HEARTBEAT_SECONDS,
+    HEARTBEAT_WATCH_FIELD,
+    change_id,
+    warmup_stats_key,
+)
 from cachefleet.ring import Ring, RingAssignment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -298,10 +304,12 @@ class RedisWarmupSignal:
         if not target.heartbeat_addresses:
             return None
         newest: dict[str, tuple[float, str]] = {}
+        settled = True
         for address in target.heartbeat_addresses:
             client = self._client(address, target.password)
             try:
                 entries = client.hgetall(HEARTBEAT_KEY)
+                settled = self._watching(client, entries) and settled
             except redis.RedisError:
                 # The sidecars that report there would go unseen: who lags is not known.
                 return None
@@ -316,9 +324,26 @@ class RedisWarmupSignal:
                 name = sidecar.decode("utf-8", "replace")
                 if when > newest.get(name, (0.0, ""))[0]:
                     newest[name] = (when, version)
+        if not settled:
+            return None
         cutoff = self.clock() - SIDECAR_REPORT_MAX_AGE
         versions = {name: version for name, (when, version) in newest.items() if when >= cutoff}
         return SidecarReports(versions=versions, observed_at=now)
+
+    def _watching(self, client: Any, entries: dict[bytes, bytes]) -> bool:
+        """Takes the operator's own field out of ``entries`` and says whether the hash has been
+        watched long enough to list the sidecars: a hash found without that field is new or was
+        emptied (its shard restarted or flushed), and every sidecar gets two heartbeats' time
+        to write its entry again before an absent one means there is no such sidecar."""
+        since = entries.pop(HEARTBEAT_WATCH_FIELD.encode(), None)
+        try:
+            watched_for = self.clock() - float(since) if since is not None else None
+        except ValueError:
+            watched_for = None
+        if watched_for is None:
+            client.hset(HEARTBEAT_KEY, HEARTBEAT_WATCH_FIELD, f"{self.clock():.3f}")
+            return False
+        return watched_for >= 2 * HEARTBEAT_SECONDS
 
     def sweep(self, target: SweepTarget, now: datetime) -> LeftoverSweep:
         return self.sweeper.sweep(target, now)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cachefleet.config.keys import HEARTBEAT_SECONDS
 from cachefleet_operator.warmup_signal import (
     FileWarmupSignal,
     RedisWarmupSignal,
@@ -132,8 +133,39 @@ def test_sidecar_reports_keep_the_newest_recent_entry_per_sidecar(
     target = WarmupTarget(
         "cache", "sessions", (), "s3cret", heartbeat_addresses=tuple(s.address for s in shards)
     )
-    reports = RedisWarmupSignal(clock=lambda: now).sidecars(target, NOW)
+    clock = [now]
+    signal = RedisWarmupSignal(clock=lambda: clock[0])
+    # Hashes the operator has not watched yet: they may have just been emptied and be filling
+    # up again, so they list no sidecar for two heartbeats' time.
+    assert signal.sidecars(target, NOW) is None
+    clock[0] = now + 2 * HEARTBEAT_SECONDS - 1
+    assert signal.sidecars(target, NOW) is None
+    clock[0] = now + 2 * HEARTBEAT_SECONDS
+    reports = signal.sidecars(target, NOW)
     assert reports is not None
     assert reports.versions == {"pod-a:1": "4-bbb", "pod-b:1": "3-aaa"}
     nobody = WarmupTarget("cache", "sessions", (), "s3cret", heartbeat_addresses=("127.0.0.1:1",))
     assert RedisWarmupSignal(timeout=0.5).sidecars(nobody, NOW) is None
+
+
+@pytest.mark.integration
+def test_an_emptied_heartbeat_hash_is_no_list_of_sidecars(shards: list[RedisServer]) -> None:
+    """A restarted or flushed shard loses every sidecar's entry at once; until they had time
+    to write them again, an empty hash must not read as "no sidecar lags"."""
+    clock = [1_000_000.0]
+    target = WarmupTarget(
+        "cache", "sessions", (), "s3cret", heartbeat_addresses=(shards[0].address,)
+    )
+    signal = RedisWarmupSignal(clock=lambda: clock[0])
+    with shards[0].client() as shard:
+        shard.delete("cachefleet:sidecars")
+        shard.hset("cachefleet:sidecars", "pod-a:1", f"4-bbb {clock[0]:.0f}")
+        assert signal.sidecars(target, NOW) is None
+        clock[0] += 2 * HEARTBEAT_SECONDS
+        reports = signal.sidecars(target, NOW)
+        assert reports is not None and reports.versions == {"pod-a:1": "4-bbb"}
+        shard.delete("cachefleet:sidecars")  # FLUSHALL, or a restart without persistence
+        assert signal.sidecars(target, NOW) is None
+        clock[0] += 2 * HEARTBEAT_SECONDS
+        reports = signal.sidecars(target, NOW)
+        assert reports is not None and reports.versions == {}  # nobody wrote again: none left

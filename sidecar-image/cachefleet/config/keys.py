@@ -9,6 +9,12 @@ OWN_KEY_PREFIX = "cachefleet:"
 
 # A hash of sidecar identity -> "<configVersion> <unix time>", on the shard that owns this key.
 HEARTBEAT_KEY = "cachefleet:sidecars"
+# How often each sidecar writes its entry there (and once right after it applies a config).
+HEARTBEAT_SECONDS = 5.0
+# A field of that hash that only the operator writes: "<unix time>" when it found the hash
+# without it, that is new or emptied (a restarted or flushed shard). Until the sidecars have had
+# time to write their entries again, what the hash holds is no list of the sidecars.
+HEARTBEAT_WATCH_FIELD = "operator:watching-since"
 # Per capacity change, a hash of the shadowed reads' hits and misses on each warming shard.
 WARMUP_STATS_PREFIX = "cachefleet:warmup"
 

@@ -21,7 +21,7 @@ import hiredis
 
 from cachefleet.config import SidecarConfig
 from cachefleet.config.keys import HEARTBEAT_KEY as SIDECARS_HASH
-from cachefleet.config.keys import warmup_stats_key
+from cachefleet.config.keys import HEARTBEAT_SECONDS, warmup_stats_key
 from cachefleet.sidecar.commands import Access, keys_of, lookup
 from cachefleet.sidecar.control import ControlConnection, ControlError
 from cachefleet.sidecar.gutter import GutterRoute
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("cachefleet.sidecar.health")
 
 TICK_SECONDS = 0.05  # how often due probes are looked for
-HEARTBEAT_SECONDS = 5.0  # how often the sidecar says which config it runs
 # Where sidecars say which config they run: a hash (sidecar id -> "configVersion unixTime") on
 # the shard that owns this key on their active ring, where the operator reads it.
 HEARTBEAT_KEY = SIDECARS_HASH.encode()
