@@ -454,6 +454,36 @@ async def test_a_multi_key_write_leaves_its_keys_that_did_not_move_alone(
     await with_sidecar(lambda: warm_config(fleet, "shadow", percent=0.0), body)
 
 
+async def test_an_invalidation_that_missed_a_shard_still_serving_reaches_it_when_it_answers(
+    fleet: list[Shard_],
+) -> None:
+    """The warming shard's connections drop, but it is never ejected (maxEjectionPercent 0):
+    the invalidation that could not be sent is remembered and delivered as soon as the shard
+    answers again, with no re-admission to wait for."""
+    key = moved_keys(fleet, 1, "unsynced")[0]
+    warming = fleet[4]
+    with relay(warming.port) as link:
+
+        def config() -> SidecarConfig:
+            settings = through(warm_config(fleet, "shadow", percent=0.0), warming, link.address)
+            return settings.model_copy(
+                update={"health": HealthConfig(check_interval_ms=100, max_ejection_percent=0)}
+            )
+
+        async def body(app: Sidecar, client: aredis.Redis) -> None:
+            async with direct(warming) as shard:
+                await shard.set(key, b"old")
+                link.cut()
+                await client.set(key, "new")
+                assert key in app.warmup_stats.lost.get(warming.address, set())
+                assert await shard.get(key) == b"old"
+                link.cut_off = False
+                await until(lambda: _gone(shard, key))
+                assert warming.address not in app.warmup_stats.lost
+
+        await with_sidecar(config, body)
+
+
 async def test_a_fill_racing_a_delete_never_brings_the_value_back(fleet: list[Shard_]) -> None:
     """A GET misses on the new owner and falls back to a slow previous owner (a delaying relay);
     meanwhile a DEL of the key lands. The previous owner's answer and the fill come after the

@@ -59,6 +59,7 @@ class HealthMonitor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._polling = False
+        self._delivering = False
         self._next_check = 0.0
         self._next_heartbeat = 0.0
         self._hot_generation = -1
@@ -219,6 +220,9 @@ class HealthMonitor:
         if self.gutter and not self._polling:
             self._polling = True
             self._spawn(self._poll())
+        if self.app.warmup_stats.lost and not self._delivering:
+            self._delivering = True
+            self._spawn(self._deliver_unsynced())
         self._report_warmup()
 
     def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
@@ -273,6 +277,16 @@ class HealthMonitor:
                     ),
                     self._timeout() * 2,
                 )
+                # Invalidations that failed while it was cleaned (it was out of the ring, so
+                # they were remembered): delivered too before it serves.
+                for _ in range(3):
+                    late = self.app.warmup_stats.lost.pop(name, None)
+                    if not late:
+                        break
+                    unsynced |= late
+                    await asyncio.wait_for(
+                        self.cleaner.clear_unsynced(control, late), self._timeout() * 2
+                    )
             except BaseException:
                 self.app.warmup_stats.lost.setdefault(name, set()).update(unsynced)
                 raise
@@ -299,6 +313,27 @@ class HealthMonitor:
         log.warning(
             "shard %s re-admitted%s: %s; %d held requests released", name, out_for, what, released
         )
+
+    async def _deliver_unsynced(self) -> None:
+        """Warm-up invalidations that could not reach a shard that still serves (a connection
+        that dropped, an error reply, a shard failing beyond the ejection cap) are delivered
+        as soon as its control connection answers, not left for a re-admission that may never
+        come. An ejected shard gets them in its re-admission clean-up instead."""
+        lost = self.app.warmup_stats.lost
+        try:
+            for name in [n for n in lost if self.serves(n) and n in self.controls]:
+                keys = lost.pop(name)
+                try:
+                    what = await asyncio.wait_for(
+                        self.cleaner.clear_unsynced(self.controls[name], keys),
+                        self._timeout() * 2,
+                    )
+                except (ControlError, CleanupError, TimeoutError):
+                    lost.setdefault(name, set()).update(keys)
+                    continue
+                log.info("shard %s: %s", name, what)
+        finally:
+            self._delivering = False
 
     async def _poll(self) -> None:
         try:

@@ -205,6 +205,16 @@ class JournalCleaner:
         for start in range(0, len(keys), DELETE_BATCH):
             await self._call(control, [["UNLINK", *keys[start : start + DELETE_BATCH]]])
 
+    async def clear_unsynced(self, control: ControlConnection, unsynced: set[bytes]) -> str:
+        """Delete the keys whose warm-up invalidation never reached a shard (past
+        ``LOST_LIMIT`` of them some were not even remembered: the shard is flushed, it is a
+        cache); returns what it did."""
+        if len(unsynced) > LOST_LIMIT:
+            await self._call(control, [["FLUSHALL", "ASYNC"]])
+            return f"flushed ({len(unsynced)} warm-up invalidations could not reach it)"
+        await self._delete(control, sorted(unsynced))
+        return f"deleted {len(unsynced)} keys whose warm-up invalidation could not reach it"
+
     async def readmit(
         self,
         shard: str,
@@ -218,12 +228,9 @@ class JournalCleaner:
         (``unsynced``; past ``LOST_LIMIT`` of them the shard is flushed); returns what it did
         (for the log). Raises ControlError or CleanupError when the shard cannot be cleaned."""
         unsynced = unsynced or set()
-        if len(unsynced) > LOST_LIMIT:
-            await self._call(shard_control, [["FLUSHALL", "ASYNC"]])
-            return f"flushed ({len(unsynced)} warm-up invalidations could not reach it)"
-        if not self.members:
-            await self._delete(shard_control, sorted(unsynced))
-            return f"no gutter; deleted {len(unsynced)} keys whose invalidation was lost"
+        if len(unsynced) > LOST_LIMIT or not self.members:
+            what = await self.clear_unsynced(shard_control, unsynced)
+            return what if self.members else f"no gutter; {what}"
         try:
             await drain([m.pool for m in self.members], self.timeout)
             journals = [await self._read(m, shard) for m in self.members]
