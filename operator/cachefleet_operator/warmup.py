@@ -45,7 +45,8 @@ SWEEP_POLL_SECONDS = 0.5
 # How long a step waits for sidecars to run the config it needs before it goes on anyway (a
 # sidecar that cannot load a config would otherwise hold every change forever).
 SIDECAR_WAIT_SECONDS = 120.0
-SIDECAR_POLL_SECONDS = 5.0
+# Sidecars report a new config within a tick of applying it: look again soon while waiting.
+SIDECAR_POLL_SECONDS = 1.0
 MAX_TRANSITIONS = 10
 
 

@@ -204,6 +204,7 @@ def test_the_demo_tells_its_story_and_leaves_nothing_running(tmp_path: Path) -> 
     for act in ("1. steady traffic:", "2. a celebrity key:", "3. shard-", "4. 4 → 5 shards:"):
         assert act in out, out
     assert "0 stale reads since the kill" in out and "; 0 stale reads" in out
+    assert "(cut over to ring v2: hit ratio" in out, out  # the warm-up finished in its window
     assert (work / "demo.png").stat().st_size > 10_000
     assert leftovers(work) == []
 

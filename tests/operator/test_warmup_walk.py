@@ -586,7 +586,7 @@ def test_a_sidecar_that_never_invalidates_holds_the_first_copies_120_s_at_most()
     fleet = settled(4)
     fleet.sidecars = {"stuck:1": "an-old-version"}
     fleet.edit(shards=5)
-    reconcile_until(fleet, "Shadowing")  # the sweep waits its own 120 s for it first
+    reconcile_until(fleet, "Shadowing", every=5)  # the sweep waits its own 120 s first
     assert fleet.status["warmUp"]["percent"] == 0.0
     started = fleet.now
     while fleet.status["warmUp"]["percent"] == 0.0:
