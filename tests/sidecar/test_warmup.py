@@ -174,6 +174,7 @@ async def test_shadow_reads_measure_and_copy_with_the_ttl(fleet: list[Shard_]) -
             assert await client.get(key) == b"value-" + key
         warming = direct(new)
         try:
+
             async def all_copied() -> bool:  # the copies land after the replies, one by one
                 return bool(await warming.exists(*keys) == len(keys))
 
