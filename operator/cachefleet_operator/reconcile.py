@@ -185,16 +185,15 @@ def reconcile(cluster: dict[str, Any], observed: Observed) -> ReconcilePlan:
         live_config = observed.children.get(("ConfigMap", sidecar_config(owner.name)))
         lagging = _lagging_sidecars(settings.config_version, observed)
         patience = SIDECAR_WAIT_SECONDS - seconds_since(warm.phase_started_at, observed.now)
-        if applied_hash(live_config) != applied_hash(config_map) or (
-            lagging != [] and patience > 0
-        ):
-            # Sidecars may still route to a removed shard until they run the final config;
-            # those that never report (or whose reports cannot be read) are waited for
-            # SIDECAR_WAIT_SECONDS at most.
+        # Lagging or unknown: those that never report (or whose reports cannot be read) are
+        # waited for SIDECAR_WAIT_SECONDS at most.
+        unsure = lagging is None or bool(lagging)
+        if applied_hash(live_config) != applied_hash(config_map) or (unsure and patience > 0):
+            # Sidecars may still route to a removed shard until they run the final config.
             shard_set = sorted({*shard_set, *warm.removed_shards}, key=shard_number)
-            if lagging != []:
+            if unsure:
                 requeue = min(requeue or patience, max(patience, 1.0), SIDECAR_POLL_SECONDS)
-        elif lagging != [] and warm.removed_shards:
+        elif unsure and warm.removed_shards:
             anyway = f"removing {', '.join(warm.removed_shards)} anyway"
             events.append(EventSpec("Warning", "SidecarsLagging", lagging_message(lagging, anyway)))
 

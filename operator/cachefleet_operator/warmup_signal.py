@@ -77,9 +77,6 @@ class WarmupTarget:
 
 PROVISIONING = "Provisioning"
 SHADOWING = "Shadowing"
-GRACE = "Grace"
-DRAINING = "Draining"
-FINALIZING = "Finalizing"
 
 
 def warmup_target(cluster: dict[str, Any], password: str | None) -> WarmupTarget | None:
@@ -88,7 +85,7 @@ def warmup_target(cluster: dict[str, Any], password: str | None) -> WarmupTarget
     sidecars' reports (in every phase); None outside a change."""
     warm_up = (cluster.get("status") or {}).get("warmUp") or {}
     phase = warm_up.get("phase")
-    if phase not in (PROVISIONING, SHADOWING, GRACE, DRAINING, FINALIZING):
+    if phase is None:
         return None
     meta = cluster["metadata"]
 
@@ -182,8 +179,7 @@ def observe_signal(
 ) -> SignalReading:
     """What this turn of the warm-up needs from ``signal``: the sidecars' reports, and the
     leftover sweep while provisioning or the warming shards' hit ratio while shadowing; nothing
-    outside a change (``target`` None) or
-    when the signal cannot be read."""
+    outside a change (``target`` None), and None for a reading that cannot be read."""
     if target is None:
         return SignalReading()
     sweep = target.sweep

@@ -354,7 +354,7 @@ async def test_a_write_served_by_the_gutter_still_invalidates_the_other_owner(
     another sidecar may see the owner healthy and read there (a grace fallback, a shadow
     copy)."""
     before, after = rings(fleet)
-    keys = moved_keys(fleet, 40, "gutter")
+    keys = moved_keys(fleet, 400, "gutter")
     other_ring = after if phase == "shadow" else before
     active_ring = before if phase == "shadow" else after
     dead = next(s for s in fleet if s.address == active_ring.shard_for(keys[0]))

@@ -167,20 +167,29 @@ def clear_on_other_owners(
     again."""
     keys = request.keys
     if len(keys) == 1:
-        groups = {first.name: (first, list(keys))}
-    else:
-        groups = {}
-        for key in keys:
-            pool = warmup.pools[warmup.other_owner(key)]
-            if pool is not home:
-                groups.setdefault(pool.name, (pool, []))[1].append(key)
-    stats = warmup.stats
+        _clear_on(warmup, request, first, keys, build)
+        return
+    groups: dict[str, tuple[ShardPool, list[bytes]]] = {}
+    for key in keys:
+        pool = warmup.pools[warmup.other_owner(key)]
+        if pool is not home:
+            groups.setdefault(pool.name, (pool, []))[1].append(key)
     for pool, group in groups.values():
-        conn = pool.connection(request.protocol, request.client_id)
-        if not warmup.healthy(pool.name) or not conn.up:
-            remember_lost(stats, pool.name, group)
-            continue
-        conn.send(build(group), PartSlot(Discard(stats, pool.name, group)))
+        _clear_on(warmup, request, pool, group, build)
+
+
+def _clear_on(
+    warmup: WarmupRouting,
+    request: Outgoing,
+    pool: ShardPool,
+    keys: Sequence[bytes],
+    build: Callable[[Sequence[bytes]], bytes],
+) -> None:
+    conn = pool.connection(request.protocol, request.client_id)
+    if not warmup.healthy(pool.name) or not conn.up:
+        remember_lost(warmup.stats, pool.name, keys)
+        return
+    conn.send(build(keys), PartSlot(Discard(warmup.stats, pool.name, keys)))
 
 
 def delete_request(keys: Sequence[bytes]) -> bytes:
