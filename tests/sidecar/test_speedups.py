@@ -24,6 +24,7 @@ import pytest
 from cachefleet.ring import Shard, classic_ring, key_hash
 from cachefleet.sidecar import flusher as flusher_module
 from cachefleet.sidecar import pool, resp, server
+from cachefleet.sidecar.flusher import HOLD_UNDER_PER_SHARD
 from cachefleet.sidecar.resp import ProtocolError
 from cachefleet.sidecar.route_table import FAST_COMMANDS, Mode, RouteClass, RouteTable
 from cachefleet.sidecar.shadow import ShadowRoute
@@ -1064,9 +1065,12 @@ def test_the_shard_reader_times_into_a_c_histogram_and_the_writer_marks_monotoni
 
 
 class Flushed:
-    def __init__(self, name: str, log: list[str], then: Callable[[], None] = lambda: None):
+    def __init__(
+        self, name: str, log: list[str], then: Callable[[], None] = lambda: None, queued: int = 0
+    ):
         self.name, self.log, self.then = name, log, then
         self.dirty = False
+        self.out = [b"*1\r\n$4\r\nPING\r\n"] * queued
 
     def flush(self) -> None:
         self.log.append(self.name)
@@ -1091,3 +1095,45 @@ async def test_the_flusher_runs_once_per_tick_backends_first(make: Callable[...,
     flusher.add_backend(backend)
     await asyncio.sleep(0)
     assert log[3:] == ["backend", "late client"]
+
+
+@pytest.mark.parametrize("make", [flusher_module.Flusher, native.Flusher])
+async def test_small_batches_to_shards_wait_one_more_poll(make: Callable[..., Any]) -> None:
+    flusher = make(asyncio.get_running_loop())
+    log: list[str] = []
+    first, second = Flushed("shard 1", log, queued=1), Flushed("shard 2", log, queued=2)
+    client = Flushed("client", log)
+    flusher.add_backend(first)
+    flusher.add_backend(second)
+    flusher.add_client(client)
+    await asyncio.sleep(0)
+    # Three requests for two shards: the shards wait one poll, the client's replies do not.
+    assert log == ["client"] and flusher.held and flusher.scheduled
+    late = Flushed("shard 3", log, queued=1)
+    flusher.add_backend(late)  # arrived in that poll: leaves with the others
+    await asyncio.sleep(0)
+    assert log == ["client", "shard 1", "shard 2", "shard 3"]
+    assert not flusher.held and not flusher.scheduled
+
+
+@pytest.mark.parametrize("make", [flusher_module.Flusher, native.Flusher])
+@pytest.mark.parametrize(
+    ("queued", "held"),
+    [
+        ([1], False),
+        ([2 * HOLD_UNDER_PER_SHARD, 0], False),
+        ([HOLD_UNDER_PER_SHARD + 2, HOLD_UNDER_PER_SHARD - 2], False),
+        ([HOLD_UNDER_PER_SHARD, HOLD_UNDER_PER_SHARD - 1], True),
+    ],
+    ids=["a lone request", "a large batch", "large batches", "just under the bound"],
+)
+async def test_a_lone_request_or_large_batches_leave_at_once(
+    make: Callable[..., Any], queued: list[int], held: bool
+) -> None:
+    flusher = make(asyncio.get_running_loop())
+    log: list[str] = []
+    for i, n in enumerate(queued):
+        flusher.add_backend(Flushed(f"shard {i}", log, queued=n))
+    await asyncio.sleep(0)
+    assert log == ([] if held else [f"shard {i}" for i in range(len(queued))])
+    assert flusher.held == held

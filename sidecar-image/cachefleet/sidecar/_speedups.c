@@ -2079,12 +2079,14 @@ BOUND_TYPE(ClientWriterType, ClientWriterObject, "ClientWriter", ClientWriter_ve
 
 /* flusher.Flusher in C (flusher.py is the reference): the same three methods, so registering
  * a connection and the per-turn flush cost no Python frame. */
+#define HOLD_UNDER_PER_SHARD 8 /* flusher.HOLD_UNDER_PER_SHARD */
 typedef struct {
     PyObject_HEAD
     PyObject *loop;
     PyObject *backends, *clients; /* lists of connections with output this turn */
     PyObject *run;                /* this object's bound run, for loop.call_soon */
     char scheduled;
+    char held; /* this run's shard writes were held for one more poll (see flusher.py) */
 } FlusherObject;
 
 static int
@@ -2097,20 +2099,26 @@ set_dirty(PyObject *obj, PyObject *value)
     return 0;
 }
 
+static int
+flusher_schedule(FlusherObject *self)
+{
+    if (self->run == NULL && (self->run = PyObject_GetAttr((PyObject *)self, str_run)) == NULL)
+        return -1;
+    PyObject *r = PyObject_CallMethodOneArg(self->loop, str_call_soon, self->run);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    self->scheduled = 1;
+    return 0;
+}
+
 static PyObject *
 flusher_add(FlusherObject *self, PyObject *obj, PyObject *list)
 {
     if (set_dirty(obj, Py_True) < 0 || PyList_Append(list, obj) < 0)
         return NULL;
-    if (!self->scheduled) {
-        if (self->run == NULL && (self->run = PyObject_GetAttr((PyObject *)self, str_run)) == NULL)
-            return NULL;
-        PyObject *r = PyObject_CallMethodOneArg(self->loop, str_call_soon, self->run);
-        if (r == NULL)
-            return NULL;
-        Py_DECREF(r);
-        self->scheduled = 1;
-    }
+    if (!self->scheduled && flusher_schedule(self) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -2149,10 +2157,37 @@ flush_each(PyObject **list)
     return result;
 }
 
+/* Flusher.worth_holding: 1 when the queued shard writes carry between 2 requests and
+ * HOLD_UNDER_PER_SHARD per shard, else 0; -1 on error. */
+static int
+worth_holding(FlusherObject *self)
+{
+    Py_ssize_t shards = PyList_GET_SIZE(self->backends), queued = 0;
+    for (Py_ssize_t i = 0; i < shards; i++) {
+        PyObject *out = BACKEND_GET(PyList_GET_ITEM(self->backends, i), out);
+        Py_ssize_t n = out == NULL ? -1 : PyObject_Length(out);
+        Py_XDECREF(out);
+        if (n < 0)
+            return -1;
+        queued += n;
+    }
+    return queued >= 2 && queued < HOLD_UNDER_PER_SHARD * shards;
+}
+
 static PyObject *
 Flusher_run(FlusherObject *self, PyObject *unused)
 {
     self->scheduled = 0;
+    int hold = 0;
+    if (!self->held && PyList_GET_SIZE(self->backends) && (hold = worth_holding(self)) < 0)
+        return NULL;
+    if (hold) {
+        self->held = 1;
+        if (flush_each(&self->clients) < 0 || flusher_schedule(self) < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    self->held = 0;
     /* Backends first: requests parsed this tick go out before the clients' replies. */
     while (PyList_GET_SIZE(self->backends) || PyList_GET_SIZE(self->clients)) {
         if (flush_each(&self->backends) < 0 || flush_each(&self->clients) < 0)
@@ -2220,6 +2255,7 @@ static PyMemberDef Flusher_members[] = {
     {"backends", T_OBJECT_EX, offsetof(FlusherObject, backends), READONLY, NULL},
     {"clients", T_OBJECT_EX, offsetof(FlusherObject, clients), READONLY, NULL},
     {"scheduled", T_BOOL, offsetof(FlusherObject, scheduled), READONLY, NULL},
+    {"held", T_BOOL, offsetof(FlusherObject, held), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
