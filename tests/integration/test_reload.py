@@ -3,6 +3,7 @@ no connection drops, and afterwards keys go where the new ring says."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -113,15 +114,20 @@ def _wait_for_ring(
 
 
 def _assert_routed_by(
-    sidecar: Sidecar, servers: list[RedisServer], ring_shards: list[str], prefix: str
+    sidecar: Sidecar,
+    servers: list[RedisServer],
+    ring_shards: list[str],
+    prefix: str,
+    client: redis.Redis | None = None,
 ) -> None:
-    """Keys written through the sidecar now sit on the owner the ring of ``ring_shards`` names."""
+    """Keys written through the sidecar (by ``client``, else a new connection) now sit on the
+    owner the ring of ``ring_shards`` names."""
     ring = classic_ring([Shard(a) for a in ring_shards])
     by_address = {s.address: s for s in servers}
     keys = [f"{prefix}:{i}".encode() for i in range(100)]
-    with sidecar.client(protocol=2) as client:
+    with contextlib.nullcontext(client) if client else sidecar.client(protocol=2) as writer:
         for key in keys:
-            client.set(key, "x")
+            writer.set(key, "x")
     for key in keys:
         with by_address[ring.shard_for(key)].client() as owner:
             assert owner.exists(key) == 1, f"{key!r} is not on {ring.shard_for(key)}"
@@ -154,6 +160,10 @@ def test_reload_under_load_loses_nothing(five_servers: list[RedisServer]) -> Non
     config = sidecar_config(four, config_version="1")
     with start_sidecar(config=config) as sidecar:
         assert sidecar.config_path is not None
+        # A connection that stays open and idle across the reloads: its next requests must
+        # take the new ring (its fast path was armed with the first route table).
+        idle = sidecar.client(protocol=2, single_connection_client=True)
+        idle.set("armed", "1")
         stop = threading.Event()
         workers = [Worker(n, protocol=2 if n % 2 else 3) for n in range(WORKERS)]
         threads = [
@@ -197,6 +207,8 @@ def test_reload_under_load_loses_nothing(five_servers: list[RedisServer]) -> Non
 
         # The last ring routes everything now: fresh keys sit where it says.
         _assert_routed_by(sidecar, five_servers, rings[-1], "after")
+        _assert_routed_by(sidecar, five_servers, rings[-1], "idle", client=idle)
+        idle.close()
 
 
 def test_invalid_config_is_rejected_and_old_one_keeps_serving(

@@ -941,6 +941,14 @@ def test_the_shard_writer_sends_a_turn_in_one_write_and_marks_it() -> None:
     assert transport.written[1] == conn.marks[1][2] == b"*1\r\n$4\r\nPING\r\n"
 
 
+def test_the_shard_writer_joins_pieces_that_are_not_bytes_as_bytes_join_does() -> None:
+    transport = RecordingTransport()
+    conn = FakeWriterConn(transport)
+    conn.out += [b"*1\r\n", bytearray(b"$4\r\n"), b"PING\r\n", b""]  # type: ignore[list-item]
+    native.ShardWriter(conn, lambda: 0.0, conn.marks)()
+    assert transport.written == [b"*1\r\n$4\r\nPING\r\n"] and conn.sent == 4
+
+
 def test_the_shard_writer_keeps_the_queue_while_there_is_no_transport() -> None:
     conn = FakeWriterConn(None)
     conn.out.append(b"*1\r\n$4\r\nPING\r\n")

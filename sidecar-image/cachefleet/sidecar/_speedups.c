@@ -405,6 +405,7 @@ typedef struct {
     PyObject *l1;          /* L1 entries, key -> (reply, expires monotonic ns, owner), or NULL */
     unsigned char *l1_ok;  /* per owner: 1 when its L1 entries may be served (its tracking link) */
     unsigned long long l1_hits; /* GETs this table answered from L1 */
+    char retired;          /* another table replaced this one (FastReader re-arms its client) */
 } RouteTableObject;
 
 /* Whether a key falls inside the shadow percentage: by a hash independent of its ring position,
@@ -575,14 +576,31 @@ RouteTable_l1_hits(RouteTableObject *self, void *closure)
     return PyLong_FromUnsignedLongLong(self->l1_hits);
 }
 
+static PyObject *
+RouteTable_retired(RouteTableObject *self, void *closure)
+{
+    return PyBool_FromLong(self->retired);
+}
+
+static PyObject *
+RouteTable_retire(RouteTableObject *self, PyObject *unused)
+{
+    self->retired = 1;
+    Py_RETURN_NONE;
+}
+
 static PyGetSetDef RouteTable_getset[] = {
     {"l1_hits", (getter)RouteTable_l1_hits, NULL, "GETs this table answered from L1", NULL},
+    {"retired", (getter)RouteTable_retired, NULL, "whether retire() was called", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyMethodDef RouteTable_methods[] = {
     {"decide", (PyCFunction)RouteTable_decide, METH_VARARGS,
      "decide(key, klass=1) -> (owner, reason): reason 0 means the fast path queues it"},
+    {"retire", (PyCFunction)RouteTable_retire, METH_NOARGS,
+     "Mark the table replaced: a FastReader whose client is armed with it hands the next "
+     "read to Python, which re-arms the client with the current table"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -604,7 +622,7 @@ static PyTypeObject RouteTableType = {
 
 static PyObject *str_state, *str_out, *str_waiters, *str_dirty, *str_send, *str_append,
     *str_client, *str_reply, *one;
-static PyObject *str_fast, *str_routes, *str_closing, *str_slow_path, *str_route_failed, *zero;
+static PyObject *str_fast, *str_closing, *str_slow_path, *str_route_failed, *zero;
 static PyObject *str_popleft, *str_pending, *str_transport, *str_write, *str_parent,
     *str_part_done, *str_fd, *str_is_closing, *str_get_write_buffer_size;
 static PyObject *str_rest, *str_received, *str_on_push, *str_deliver_in_python, *str_fail,
@@ -1228,7 +1246,6 @@ route_core(PyObject *const *args, Py_ssize_t nargs, Routed *out)
 typedef struct {
     BOUND_HEAD
     PyObject *client;
-    PyObject *app;
 } FastReaderObject;
 
 static PyObject *
@@ -1245,23 +1262,19 @@ FastReader_vectorcall(FastReaderObject *self, PyObject *const *args, size_t narg
     if (fast == NULL)
         return NULL;
     int armed = 0;
-    if (PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 10) {
-        PyObject *routes = PyObject_GetAttr(self->app, str_routes);
-        if (routes == NULL) {
+    /* The armed tuple holds while its table is the current one: the app retires a table when
+     * it replaces it (no look-up of app.routes by name on every read). */
+    if (PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 10 &&
+        PyObject_TypeCheck(PyTuple_GET_ITEM(fast, 1), &RouteTableType) &&
+        !((RouteTableObject *)PyTuple_GET_ITEM(fast, 1))->retired) {
+        PyObject *closing = CLIENT_GET(client, closing);
+        int is_closing = closing == NULL ? -1 : PyObject_IsTrue(closing);
+        Py_XDECREF(closing);
+        if (is_closing < 0) {
             Py_DECREF(fast);
             return NULL;
         }
-        Py_DECREF(routes); /* only its identity is compared */
-        if (PyTuple_GET_ITEM(fast, 0) == routes) {
-            PyObject *closing = CLIENT_GET(client, closing);
-            int is_closing = closing == NULL ? -1 : PyObject_IsTrue(closing);
-            Py_XDECREF(closing);
-            if (is_closing < 0) {
-                Py_DECREF(fast);
-                return NULL;
-            }
-            armed = !is_closing;
-        }
+        armed = !is_closing;
     }
     Py_ssize_t start = 0;
     if (armed) {
@@ -1303,9 +1316,9 @@ FastReader_vectorcall(FastReaderObject *self, PyObject *const *args, size_t narg
 }
 
 BOUND_TYPE(FastReaderType, FastReaderObject, "FastReader", FastReader_vectorcall,
-           "FastReader(client, app): client.data_received's common case in C. Called with "
+           "FastReader(client): client.data_received's common case in C. Called with "
            "data, it runs route_requests on the client's armed fast tuple (client.fast, valid "
-           "while fast[0] is app.routes and the client is not closing) and calls "
+           "while its table, fast[1], is not retired and the client is not closing) and calls "
            "client._data_received(data, pos) for whatever it does not finish, "
            "client._route_failed(exc) on an unexpected error.")
 
@@ -1461,11 +1474,15 @@ call_transport(PyObject *transport, int which, PyObject *arg)
     return PyObject_VectorcallMethod(*names[which], args, arg == NULL ? 1 : 2, NULL);
 }
 
+/* transport.write of the bytes p[0:size], with the system call made here when the transport
+ * is open and holds nothing unsent (see write_now_doc). whole is a bytes object holding exactly
+ * those bytes, or NULL when they are part of a larger buffer: a bytes object is then made only
+ * for what uvloop must take (the reply of a read that holds several is sent without one). */
 static int
-write_now(PyObject *transport, long fd, PyObject *data)
+write_span(PyObject *transport, long fd, PyObject *whole, const char *p, Py_ssize_t size)
 {
     PyObject *r;
-    if (fd >= 0 && PyBytes_CheckExact(data)) {
+    if (fd >= 0) {
         r = call_transport(transport, IS_CLOSING, NULL);
         if (r == NULL)
             return -1;
@@ -1484,8 +1501,6 @@ write_now(PyObject *transport, long fd, PyObject *data)
                 return -1;
         }
         if (buffered == 0) {
-            const char *p = PyBytes_AS_STRING(data);
-            Py_ssize_t size = PyBytes_GET_SIZE(data);
             ssize_t sent;
             do
                 sent = send((int)fd, p, (size_t)size, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -1493,47 +1508,81 @@ write_now(PyObject *transport, long fd, PyObject *data)
             if (sent == size)
                 return 0;
             if (sent > 0) {
-                PyObject *rest = PyBytes_FromStringAndSize(p + sent, size - sent);
-                if (rest == NULL)
-                    return -1;
-                r = call_transport(transport, WRITE, rest);
-                Py_DECREF(rest);
-                if (r == NULL)
-                    return -1;
-                Py_DECREF(r);
-                return 0;
+                p += sent;
+                size -= sent;
+                whole = NULL;
             }
-            /* Nothing sent (EAGAIN, or an error uvloop will meet and report itself). */
+            /* Nothing sent: EAGAIN, or an error uvloop will meet and report itself. */
         }
     }
+    PyObject *data = whole != NULL ? Py_NewRef(whole) : PyBytes_FromStringAndSize(p, size);
+    if (data == NULL)
+        return -1;
     r = call_transport(transport, WRITE, data);
+    Py_DECREF(data);
     if (r == NULL)
         return -1;
     Py_DECREF(r);
     return 0;
 }
 
-/* write_now on the socket in a connection's fd field: fd is the field's value as read (a new
- * reference, released here; NULL when reading it failed). */
 static int
-write_now_on(PyObject *transport, PyObject *fd, PyObject *data)
+write_now(PyObject *transport, long fd, PyObject *data)
+{
+    if (PyBytes_CheckExact(data))
+        return write_span(transport, fd, data, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+    PyObject *r = call_transport(transport, WRITE, data);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The socket number in a connection's fd field: fd is the field's value as read (a new
+ * reference, released here; NULL when reading it failed); -1 with an exception on error. */
+static int
+fd_number(PyObject *fd, long *number)
 {
     if (fd == NULL)
         return -1;
-    long number = PyLong_AsLong(fd);
+    *number = PyLong_AsLong(fd);
     Py_DECREF(fd);
-    if (number == -1 && PyErr_Occurred())
-        return -1;
-    return write_now(transport, number, data);
+    return *number == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
-/* The bytes a turn's queued pieces leave as, in one write: the piece itself when alone. */
+/* write_now on the socket in a connection's fd field (see fd_number). */
+static int
+write_now_on(PyObject *transport, PyObject *fd, PyObject *data)
+{
+    long number;
+    return fd_number(fd, &number) < 0 ? -1 : write_now(transport, number, data);
+}
+
+/* The bytes a turn's queued pieces leave as, in one write: the piece itself when alone, else
+ * b"".join(pieces), copied here when every piece is bytes (no method call, no list walk in
+ * Python: it showed in profiles at a write per three requests). */
 static PyObject *
 joined(PyObject *pieces)
 {
-    return PyList_GET_SIZE(pieces) == 1
-               ? Py_NewRef(PyList_GET_ITEM(pieces, 0))
-               : PyObject_CallMethodOneArg(empty_bytes, str_join, pieces);
+    Py_ssize_t n = PyList_GET_SIZE(pieces), total = 0;
+    if (n == 1)
+        return Py_NewRef(PyList_GET_ITEM(pieces, 0));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *piece = PyList_GET_ITEM(pieces, i);
+        if (!PyBytes_CheckExact(piece) || total > PY_SSIZE_T_MAX - PyBytes_GET_SIZE(piece))
+            return PyObject_CallMethodOneArg(empty_bytes, str_join, pieces);
+        total += PyBytes_GET_SIZE(piece);
+    }
+    PyObject *data = PyBytes_FromStringAndSize(NULL, total);
+    if (data == NULL)
+        return NULL;
+    char *at = PyBytes_AS_STRING(data);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *piece = PyList_GET_ITEM(pieces, i);
+        memcpy(at, PyBytes_AS_STRING(piece), (size_t)PyBytes_GET_SIZE(piece));
+        at += PyBytes_GET_SIZE(piece);
+    }
+    return data;
 }
 
 /* The argument check of a flush(): 1 when there are none, else 0 with TypeError. */
@@ -1546,11 +1595,15 @@ no_arguments(size_t nargsf, PyObject *kwnames)
     return 0;
 }
 
-/* BackendConnection.data_received's steps for one reply and its slot; 0 or -1 on error. */
+/* BackendConnection.data_received's steps for one reply, buf[pos:end] (buf is bytes), and its
+ * slot; 0 or -1 on error. The reply's own bytes object is made only where one is kept or
+ * handed on: a reply written to its client at once is sent from buf. */
 static int
-deliver_one(PyObject *slot, PyObject *raw, PyObject *add_client)
+deliver_one(PyObject *slot, PyObject *buf, Py_ssize_t pos, Py_ssize_t end, PyObject *add_client)
 {
-    PyObject *r;
+    PyObject *r, *raw;
+    const char *p = PyBytes_AS_STRING(buf);
+    Py_ssize_t size = PyBytes_GET_SIZE(buf);
     PyObject *client = SLOT_GET(slot, client);
     if (client == NULL)
         return -1;
@@ -1560,7 +1613,10 @@ deliver_one(PyObject *slot, PyObject *raw, PyObject *add_client)
         if (parent == NULL)
             return -1;
         if (parent != Py_None) {
-            r = PyObject_CallMethodObjArgs(parent, str_part_done, slot, raw, NULL);
+            raw = slice(buf, p, size, pos, end);
+            r = raw == NULL ? NULL
+                            : PyObject_CallMethodObjArgs(parent, str_part_done, slot, raw, NULL);
+            Py_XDECREF(raw);
             Py_DECREF(parent);
             if (r == NULL)
                 return -1;
@@ -1603,7 +1659,11 @@ deliver_one(PyObject *slot, PyObject *raw, PyObject *add_client)
         PyObject *transport = CLIENT_GET(client, transport);
         if (transport == NULL)
             goto fail;
-        if (transport != Py_None && write_now_on(transport, CLIENT_GET(client, fd), raw) < 0) {
+        long fd;
+        if (transport != Py_None &&
+            (fd_number(CLIENT_GET(client, fd), &fd) < 0 ||
+             write_span(transport, fd, pos == 0 && end == size ? buf : NULL, p + pos,
+                        end - pos) < 0)) {
             Py_DECREF(transport);
             goto fail;
         }
@@ -1611,7 +1671,10 @@ deliver_one(PyObject *slot, PyObject *raw, PyObject *add_client)
     }
     else {
         Py_DECREF(pending);
-        if (SLOT_SET(slot, reply, raw) < 0)
+        raw = slice(buf, p, size, pos, end);
+        int e = raw == NULL ? -1 : SLOT_SET(slot, reply, raw);
+        Py_XDECREF(raw);
+        if (e < 0)
             goto fail;
         if (register_unless_dirty(client, add_client) < 0)
             goto fail;
@@ -1703,9 +1766,7 @@ deliver_core(PyObject *buf, PyObject *waiters, PyObject *add_client, PyObject *p
         PyObject *slot = pop_left(waiters);
         if (slot == NULL)
             return -1;
-        PyObject *raw = slice(buf, p, size, pos, end);
-        int e = raw == NULL ? -1 : deliver_one(slot, raw, add_client);
-        Py_XDECREF(raw);
+        int e = deliver_one(slot, buf, pos, end, add_client);
         Py_DECREF(slot);
         if (e < 0)
             return -1;
@@ -2330,7 +2391,6 @@ PyInit__speedups(void)
     INTERN(str_deliver_in_python, "_deliver_in_python")
     INTERN(str_fail, "fail")
     INTERN(orphan_reason, "a reply arrived that nobody asked for")
-    INTERN(str_routes, "routes")
     INTERN(str_slow_path, "_data_received")
     INTERN(str_route_failed, "_route_failed")
     INTERN(str_is_closing, "is_closing")

@@ -217,8 +217,6 @@ class Sidecar:
                 usable = link is not None and link.usable and link.owner == len(l1_routes)
                 l1_routes.append(L1Route(pool, link) if usable and link else None)
         previous = getattr(self, "routes", None)
-        if previous is not None and previous.native is not None:
-            self.l1_hits_before += previous.native.l1_hits
         self.routes: RouteTable = build_route_table(
             self.config.config_version,
             self._lookup,
@@ -231,6 +229,10 @@ class Sidecar:
             self.l1.entries if self.l1 is not None else None,
             l1_routes,
         )
+        if previous is not None and previous.native is not None:
+            self.l1_hits_before += previous.native.l1_hits
+            # Clients armed with it take their next read through Python, which re-arms them.
+            previous.native.retire()
 
     def _rejected(self, reason: str) -> None:
         self.stats.config_reload_failures += 1

@@ -97,7 +97,7 @@ class ClientConnection(ClientCore, asyncio.Protocol):
         if make_fast_reader is not None:
             # The C version of data_received below: uvloop looks the method up once, when the
             # transport is made, and then calls this object for every read without a frame.
-            vars(self)["data_received"] = make_fast_reader(self, app)
+            vars(self)["data_received"] = make_fast_reader(self)
         if make_client_writer is not None:
             # The C version of flush below, which the flusher calls once per loop turn.
             vars(self)["flush"] = make_client_writer(self)

@@ -26,8 +26,8 @@ MakeRouteTable = Callable[..., "NativeRouteTable"]
 
 # The client loop's steps for every fast request, with the route table's decision, in one call
 route_requests: RouteRequests | None = None
-# ClientConnection.data_received's common case in C: FastReader(client, app)
-make_fast_reader: Callable[[object, object], Callable[[bytes], None]] | None = None
+# ClientConnection.data_received's common case in C: FastReader(client)
+make_fast_reader: Callable[[object], Callable[[bytes], None]] | None = None
 # BackendConnection.data_received in C: ShardReader(conn, add_client, observe, clock, marks),
 # clock None for time.monotonic's clock read in C
 make_shard_reader: Callable[..., Callable[[bytes], None]] | None = None
