@@ -668,7 +668,7 @@ static PyTypeObject FastReaderType, ShardReaderType, ShardWriterType, ClientWrit
 
 #define FIELDS_AFTER(header, size) ((Py_ssize_t)(((size) - sizeof(header)) / sizeof(PyObject *)))
 
-static int has_core(PyObject *obj, PyTypeObject *core);
+static inline int has_core(PyObject *obj, PyTypeObject *core);
 
 /* Where an object of these types keeps its references, and how many: every field of the cores
  * and of the bound objects is a PyObject *, so one traverse, clear and dealloc serve them all.
@@ -805,7 +805,8 @@ CORE_TYPE(SlotCoreType, SlotCoreObject, "SlotCore", SlotCore_members,
  * cores, and walking their MRO on every field access showed in profiles. */
 static PyTypeObject *last_subtype[3];
 
-static int
+/* Inlined with get_field and set_field: they run several times per request. */
+static inline __attribute__((always_inline)) int
 has_core(PyObject *obj, PyTypeObject *core)
 {
     PyTypeObject *type = Py_TYPE(obj);
@@ -821,7 +822,7 @@ has_core(PyObject *obj, PyTypeObject *core)
 
 /* obj.<name>, by offset when obj has the C base `core`; a new reference, or NULL with
  * AttributeError when unset, as a look-up by name gives. */
-static PyObject *
+static inline __attribute__((always_inline)) PyObject *
 get_field(PyObject *obj, PyTypeObject *core, Py_ssize_t offset, PyObject *name)
 {
     if (has_core(obj, core)) {
@@ -833,7 +834,7 @@ get_field(PyObject *obj, PyTypeObject *core, Py_ssize_t offset, PyObject *name)
 }
 
 /* obj.<name> = value, by offset when obj has the C base `core`; 0 or -1. */
-static int
+static inline __attribute__((always_inline)) int
 set_field(PyObject *obj, PyTypeObject *core, Py_ssize_t offset, PyObject *name, PyObject *value)
 {
     if (has_core(obj, core)) {
