@@ -2245,7 +2245,8 @@ Flusher_run(FlusherObject *self, PyObject *unused)
         return NULL;
     if (hold) {
         self->held = 1;
-        if (flush_each(&self->clients) < 0 || flusher_schedule(self) < 0)
+        /* (a client's flush may have registered something and scheduled this run already) */
+        if (flush_each(&self->clients) < 0 || (!self->scheduled && flusher_schedule(self) < 0))
             return NULL;
         Py_RETURN_NONE;
     }

@@ -72,8 +72,9 @@ class Flusher:
             for client in clients:
                 client.dirty = False
                 client.flush()
-            self.scheduled = True
-            self._loop.call_soon(self.run)
+            if not self.scheduled:  # a client's flush may have registered something already
+                self.scheduled = True
+                self._loop.call_soon(self.run)
             return
         self.held = False
         # Backends first: requests parsed this tick go out before we look at clients again.
