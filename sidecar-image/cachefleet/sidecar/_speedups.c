@@ -2161,9 +2161,12 @@ set_dirty(PyObject *obj, PyObject *value)
     return 0;
 }
 
+/* loop.call_soon(self.run) unless a run is scheduled already; 0 or -1. */
 static int
 flusher_schedule(FlusherObject *self)
 {
+    if (self->scheduled)
+        return 0;
     if (self->run == NULL && (self->run = PyObject_GetAttr((PyObject *)self, str_run)) == NULL)
         return -1;
     PyObject *r = PyObject_CallMethodOneArg(self->loop, str_call_soon, self->run);
@@ -2179,7 +2182,7 @@ flusher_add(FlusherObject *self, PyObject *obj, PyObject *list)
 {
     if (set_dirty(obj, Py_True) < 0 || PyList_Append(list, obj) < 0)
         return NULL;
-    if (!self->scheduled && flusher_schedule(self) < 0)
+    if (flusher_schedule(self) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -2245,8 +2248,8 @@ Flusher_run(FlusherObject *self, PyObject *unused)
         return NULL;
     if (hold) {
         self->held = 1;
-        /* (a client's flush may have registered something and scheduled this run already) */
-        if (flush_each(&self->clients) < 0 || (!self->scheduled && flusher_schedule(self) < 0))
+        /* (unless a client's flush registered something and did already) */
+        if (flush_each(&self->clients) < 0 || flusher_schedule(self) < 0)
             return NULL;
         Py_RETURN_NONE;
     }

@@ -35,7 +35,6 @@ from cachefleet.sidecar.warmup import WarmupRouting, WarmupStats
 
 # The config's warm-up phase as the route table routes it.
 WARMUP_MODES = {"shadow": Mode.SHADOW, "grace": Mode.GRACE, "drain": Mode.DRAIN}
-
 log = logging.getLogger("cachefleet.sidecar")
 
 HOUSEKEEPING_SECONDS = 0.1

@@ -17,7 +17,7 @@ idle sidecar adds no delay; pipelined batches are large already and are written 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sized
+from collections.abc import Iterable, Sized
 from typing import Protocol, cast
 
 from cachefleet.sidecar.speedups import make_native_flusher
@@ -53,45 +53,45 @@ class Flusher:
     def add_backend(self, backend: FlushableShard) -> None:
         backend.dirty = True
         self.backends.append(backend)
-        if not self.scheduled:
-            self.scheduled = True
-            self._loop.call_soon(self.run)
+        self._schedule()
 
     def add_client(self, client: Flushable) -> None:
         client.dirty = True
         self.clients.append(client)
+        self._schedule()
+
+    def run(self) -> None:
+        self.scheduled = False
+        if not self.held and self.backends and self._worth_holding():
+            self.held = True
+            clients, self.clients = self.clients, []
+            _flush_each(clients)
+            self._schedule()  # unless a client's flush registered something and did already
+            return
+        self.held = False
+        # Backends first: requests parsed this tick go out before we look at clients again.
+        # Each list is swapped for a new one first: what the flushes register goes round again.
+        while self.backends or self.clients:
+            backends, self.backends = self.backends, []
+            _flush_each(backends)
+            clients, self.clients = self.clients, []
+            _flush_each(clients)
+
+    def _schedule(self) -> None:
         if not self.scheduled:
             self.scheduled = True
             self._loop.call_soon(self.run)
 
-    def run(self) -> None:
-        self.scheduled = False
-        if not self.held and self.backends and self.worth_holding():
-            self.held = True
-            clients, self.clients = self.clients, []
-            for client in clients:
-                client.dirty = False
-                client.flush()
-            if not self.scheduled:  # a client's flush may have registered something already
-                self.scheduled = True
-                self._loop.call_soon(self.run)
-            return
-        self.held = False
-        # Backends first: requests parsed this tick go out before we look at clients again.
-        while self.backends or self.clients:
-            backends, self.backends = self.backends, []
-            for backend in backends:
-                backend.dirty = False
-                backend.flush()
-            clients, self.clients = self.clients, []
-            for client in clients:
-                client.dirty = False
-                client.flush()
-
-    def worth_holding(self) -> bool:
+    def _worth_holding(self) -> bool:
         """Whether this tick's shard writes are small batches worth one more poll."""
         queued = sum(len(backend.out) for backend in self.backends)
         return 2 <= queued < HOLD_UNDER_PER_SHARD * len(self.backends)
+
+
+def _flush_each(connections: Iterable[Flushable]) -> None:
+    for connection in connections:
+        connection.dirty = False
+        connection.flush()
 
 
 def make_flusher(loop: asyncio.AbstractEventLoop) -> Flusher:
