@@ -11,8 +11,11 @@ which share of the requests its C fast path took and which the Python paths. A s
 that move (20%) are also read, mirrored or invalidated on a seventh redis-server, the new shard.
 That is extra work by design; its throughput and p99 are reported against the plain sidecar's.
 redis-benchmark (50 clients, 64-byte values, random keys over 100k, SET and GET) runs at pipeline
-1 and 16 against each target, interleaved round-robin over several rounds because the machine is
-shared and noisy; the medians over rounds are reported. For the two proxies it also reads the
+1 and 16 against each target, interleaved round-robin over several rounds (the order reversed
+every other round) because the machine is shared and noisy; the medians over rounds are
+reported. Every ratio is paired: the two targets' figures from the same round, a few seconds
+apart, divided, then the median of those per-round ratios, so that the machine's swings from one
+round to the next fall on both sides of each ratio. For the two proxies it also reads the
 proxy's CPU time (utime + stime from /proc) around each run, to give CPU time per request.
 
 Targets (issue 4): sidecar throughput ≥ 1.0 × twemproxy at pipeline 1 and ≥ 0.9 × at pipeline 16;
@@ -32,7 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,20 +204,52 @@ def cpu_per_request(runs: list[Run]) -> dict[str, float | None]:
     }
 
 
-def ratios(results: dict[str, Any]) -> dict[str, Any]:
+def throughput_of(run: Run) -> float:
+    """SET and GET of one run together: total requests over total time (a harmonic mean)."""
+    return len(TESTS) / sum(1 / run.by_test[test]["rps"] for test in TESTS)
+
+
+def p99_of(run: Run) -> float:
+    return max(run.by_test[test]["p99_ms"] for test in TESTS)
+
+
+def per_round(
+    runs: list[Run], mine: str, theirs: str, pipeline: int, figure: Callable[[Run], float]
+) -> list[float]:
+    """figure(mine) / figure(theirs) in each round that measured both at ``pipeline``."""
+    by_round = {(r.target, r.round): r for r in runs if r.pipeline == pipeline}
+    rounds = sorted({r.round for r in runs})
+    return [
+        figure(by_round[(mine, n)]) / figure(by_round[(theirs, n)])
+        for n in rounds
+        if (mine, n) in by_round and (theirs, n) in by_round
+    ]
+
+
+def paired(
+    runs: list[Run], mine: str, theirs: str, pipeline: int, figure: Callable[[Run], float]
+) -> dict[str, Any]:
+    """The median of the per-round ratios, and the ratios themselves (so the spread shows)."""
+    each = per_round(runs, mine, theirs, pipeline, figure)
+    return {"median": statistics.median(each), "per_round": [round(v, 3) for v in each]}
+
+
+def ratios(results: dict[str, Any], runs: list[Run]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     sidecar, twemproxy = results["sidecar"], results["twemproxy"]
     for pipeline in PIPELINES:
         case = f"P{pipeline}"
-        throughput = sidecar[case]["rps"] / twemproxy[case]["rps"]
-        p99 = sidecar[case]["p99_ms"] / twemproxy[case]["p99_ms"]
+        throughput = paired(runs, "sidecar", "twemproxy", pipeline, throughput_of)
+        p99 = paired(runs, "sidecar", "twemproxy", pipeline, p99_of)
         out[case] = {
-            "throughput": round(throughput, 3),
+            "throughput": round(throughput["median"], 3),
+            "throughput_per_round": throughput["per_round"],
             "throughput_target": THROUGHPUT_TARGETS[pipeline],
-            "throughput_met": throughput >= THROUGHPUT_TARGETS[pipeline],
-            "p99": round(p99, 3),
+            "throughput_met": throughput["median"] >= THROUGHPUT_TARGETS[pipeline],
+            "p99": round(p99["median"], 3),
+            "p99_per_round": p99["per_round"],
             "p99_target": P99_TARGET,
-            "p99_met": p99 <= P99_TARGET,
+            "p99_met": p99["median"] <= P99_TARGET,
         }
         cpu_s = sidecar[case].get("cpu_us_per_request")
         cpu_t = twemproxy[case].get("cpu_us_per_request")
@@ -224,22 +259,31 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         out[f"P{p}"]["throughput_met"] and out[f"P{p}"]["p99_met"] for p in PIPELINES
     )
     if "sidecar-plain" in results:
-        plain = results["sidecar-plain"]
         features = {
-            f"P{p}": round(sidecar[f"P{p}"]["rps"] / plain[f"P{p}"]["rps"], 3) for p in PIPELINES
+            p: paired(runs, "sidecar", "sidecar-plain", p, throughput_of) for p in PIPELINES
         }
-        out["features_on_vs_off"] = features
-        out["features_within_5_percent"] = all(v >= FEATURES_TARGET for v in features.values())
+        out["features_on_vs_off"] = {f"P{p}": round(v["median"], 3) for p, v in features.items()}
+        out["features_on_vs_off_per_round"] = {f"P{p}": v["per_round"] for p, v in features.items()}
+        out["features_within_5_percent"] = all(
+            v["median"] >= FEATURES_TARGET for v in features.values()
+        )
     if "sidecar-shadow" in results:
-        shadow = results["sidecar-shadow"]
         out["shadow_100_percent_vs_plain_sidecar"] = {
             f"P{p}": {
-                "throughput": round(shadow[f"P{p}"]["rps"] / sidecar[f"P{p}"]["rps"], 3),
-                "p99": round(shadow[f"P{p}"]["p99_ms"] / sidecar[f"P{p}"]["p99_ms"], 3),
+                "throughput": round(
+                    paired(runs, "sidecar-shadow", "sidecar", p, throughput_of)["median"], 3
+                ),
+                "p99": round(paired(runs, "sidecar-shadow", "sidecar", p, p99_of)["median"], 3),
             }
             for p in PIPELINES
         }
     return out
+
+
+def round_order(targets: list[Target], round_number: int) -> list[Target]:
+    """Every other round runs the targets in reverse, so no target always runs first or last
+    and a slow drift of the machine's speed falls on both sides of each ratio alike."""
+    return targets if round_number % 2 == 0 else targets[::-1]
 
 
 def every_feature_on(config: SidecarConfig, gutter: str) -> SidecarConfig:
@@ -331,12 +375,12 @@ def main() -> int:
         }
         for round_number in range(args.rounds):
             for pipeline in PIPELINES:
-                for target in targets:
+                for target in round_order(targets, round_number):
                     count = counts[(target.name, pipeline)]
                     runs.append(measure(target, pipeline, count, round_number))
         paths = path_shares(sidecar)
     results = summarise(runs)
-    comparison = ratios(results)
+    comparison = ratios(results, runs)
     report = {
         "benchmark": "sidecar",
         "clients": CLIENTS,
@@ -357,7 +401,7 @@ def main() -> int:
         c = comparison[case]
         parts.append(
             f"P{pipeline}: sidecar {results['sidecar'][case]['rps']:,.0f} req/s vs twemproxy "
-            f"{results['twemproxy'][case]['rps']:,.0f} ({c['throughput']:.2f}x, target "
+            f"{results['twemproxy'][case]['rps']:,.0f} (paired {c['throughput']:.2f}x, target "
             f"{c['throughput_target']}x {'met' if c['throughput_met'] else 'MISSED'}), "
             f"p99 {c['p99']:.2f}x ({'met' if c['p99_met'] else 'MISSED'})"
         )
