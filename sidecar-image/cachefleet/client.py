@@ -30,6 +30,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from cachefleet.config import SidecarConfig, read_secret, split_address
+from cachefleet.config.keys import is_own_key
 from cachefleet.sidecar.commands import (
     Access,
     CommandSpec,
@@ -39,6 +40,7 @@ from cachefleet.sidecar.commands import (
     keyless_error,
     keys_of,
     lookup,
+    own_key_error,
     refused_error,
     unknown_command_error,
     wrong_arity_error,
@@ -164,9 +166,12 @@ class ShardedRedis:
             raise redis.ResponseError(wrong_arity_error(spec))
         if spec.kind == Kind.LOCAL:
             return self._local(spec, raw)
+        keys = keys_of(spec, raw)
+        if any(is_own_key(key) for key in keys):
+            # The gutter's journal lives under that prefix, as with the sidecar.
+            raise redis.ResponseError(own_key_error(spec))
         if spec.kind == Kind.SPLIT:
             return self._split(spec, raw)
-        keys = keys_of(spec, raw)
         if not keys:
             raise redis.ResponseError(keyless_error(spec, "client"))
         if len({self.lookup(k) for k in keys}) != 1:

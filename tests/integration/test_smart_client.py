@@ -113,6 +113,11 @@ def test_splitting_refusals_and_reloads(servers: list[RedisServer], tmp_path: Pa
             client.execute_command("RENAME", first, other)
         with pytest.raises(redis.ResponseError, match="wrong number of arguments for 'get'"):
             client.execute_command("GET")
+        # cachefleet's own keys (the gutter's journal among them) are refused, as by the sidecar.
+        for command in (("SET", "cachefleet:gutter:seq", "1"), ("MGET", "a", "cachefleet:x")):
+            with pytest.raises(redis.ResponseError, match="starting with 'cachefleet:'"):
+                client.execute_command(*command)
+        assert all(s.client().keys("cachefleet:*") == [] for s in servers)
     # A reload: the config now names only the first three shards.
     with ShardedRedis(path, reload_seconds=0.0) as client:
         smaller = sidecar_config([s.address for s in servers[:3]])

@@ -157,6 +157,52 @@ async def test_refused_and_unknown_commands_keep_the_connection(sidecar: Sidecar
         await proxy.aclose()
 
 
+async def test_keys_under_cachefleets_own_prefix_are_refused_and_nothing_reaches_a_shard(
+    sidecar: Sidecar, shards: list[Shard_]
+) -> None:
+    # The gutter's journal, warm-up tombstones and the heartbeats live under "cachefleet:": an
+    # app's write there could make a recovering sidecar skip a clean-up and serve stale data.
+    own = "cachefleet:gutter:journal:{shard-0}"
+    proxy = client(sidecar, protocol=2, single_connection_client=True)
+    try:
+        for command in (
+            ("SET", own, "x"),  # the fast path's command, in C and in Python
+            ("GET", "cachefleet:sidecars"),
+            ("HSET", "cachefleet:sidecars", "me", "1"),
+            ("INCR", "cachefleet:warmup:v2"),
+            ("MSET", "a", "1", "cachefleet:tomb:a", "2"),  # split: any of its keys
+            ("MGET", "a", "cachefleet:tomb:a"),
+            ("DEL", "cachefleet:gutter:seq"),
+            ("EVAL", "return 1", "1", "cachefleet:x"),  # keys named by numkeys
+        ):
+            with pytest.raises(ResponseError, match="starting with 'cachefleet:'"):
+                await proxy.execute_command(*command)
+        # The connection goes on, and a key that merely contains the prefix is an app's key.
+        await proxy.set("app:cachefleet:x", "1")
+        assert await proxy.get("app:cachefleet:x") == b"1"
+        assert await proxy.get("a") is None  # the refused MSET wrote none of its keys
+    finally:
+        await proxy.aclose()
+    # A pipeline: the refused request answers in its place, its neighbours as usual.
+    payload = (
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
+        b"*2\r\n$3\r\nGET\r\n$13\r\ncachefleet:xy\r\n"
+        b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    )
+    data = await raw_exchange(sidecar.listen_port, payload, 200, timeout=1.0)
+    first, error, rest = data.split(b"\r\n", 2)
+    assert first == b"+OK"
+    assert error.startswith(b"-ERR GET of a key starting with 'cachefleet:'")
+    assert rest == b"$1\r\nv\r\n"
+    assert sidecar.stats.errors["own_key"] == 9  # each refusal counted for /metrics
+    for shard in shards:
+        direct = shard_client(shard)
+        try:
+            assert await direct.keys("cachefleet:*") == []
+        finally:
+            await direct.aclose()
+
+
 async def test_replies_come_back_in_request_order_across_shards(sidecar: Sidecar) -> None:
     count = 400
     payload = b"".join(

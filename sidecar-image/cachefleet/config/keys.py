@@ -6,6 +6,14 @@ from __future__ import annotations
 # Every key the two planes keep on the shards for themselves starts with this (the heartbeats
 # and counters below, the warm-up's tombstones, the gutter's journal); an app's keys must not.
 OWN_KEY_PREFIX = "cachefleet:"
+OWN_KEY_PREFIX_BYTES = OWN_KEY_PREFIX.encode()
+
+
+def is_own_key(key: bytes) -> bool:
+    """A key under the prefix: the sidecar refuses an app's request that names one (the C loop
+    leaves such a request to the dispatcher, which refuses it)."""
+    return key.startswith(OWN_KEY_PREFIX_BYTES)
+
 
 # A hash of sidecar identity -> "<configVersion> <unix time>", on the shard that owns this key.
 HEARTBEAT_KEY = "cachefleet:sidecars"

@@ -1100,6 +1100,17 @@ fast_entry(RouteTableObject *table, const char *name_at, Py_ssize_t len)
     return entry;
 }
 
+/* A key under cachefleet's own prefix (OWN_KEY_PREFIX in config/keys.py): heartbeats, the
+ * gutter's journal and warm-up tombstones live there, so an app may not name one. */
+#define OWN_KEY_PREFIX "cachefleet:"
+
+static inline int
+own_key(const char *key, Py_ssize_t len)
+{
+    const Py_ssize_t n = (Py_ssize_t)sizeof(OWN_KEY_PREFIX) - 1;
+    return len >= n && key[0] == 'c' && memcmp(key, OWN_KEY_PREFIX, (size_t)n) == 0;
+}
+
 static int
 route_core(PyObject *const *args, Py_ssize_t nargs, Routed *out)
 {
@@ -1159,6 +1170,8 @@ route_core(PyObject *const *args, Py_ssize_t nargs, Routed *out)
         if (arity > 0 ? q.argc != arity : q.argc < -arity)
             break;
         const char *key = p + q.key_at;
+        if (own_key(key, q.key_len))
+            break; /* the dispatcher refuses it, with a message */
         int whole;
         uint32_t position = key_position(key, q.key_len, &whole), hash = 0;
         if (table->tracker != NULL) {

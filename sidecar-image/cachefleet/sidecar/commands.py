@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from cachefleet.config.keys import OWN_KEY_PREFIX
 from cachefleet.sidecar.resp import quote_args
 
 KeysOf = Callable[[Sequence[bytes]], list[bytes] | None]
@@ -95,6 +96,14 @@ def unknown_command_error(args: Sequence[bytes]) -> str:
 
 def refused_error(spec: CommandSpec) -> str:
     return f"ERR {spec.name.upper()} is not supported by cachefleet: {spec.reason}"
+
+
+def own_key_error(spec: CommandSpec) -> str:
+    return (
+        f"ERR {spec.name.upper()} of a key starting with '{OWN_KEY_PREFIX}': cachefleet keeps "
+        "its own bookkeeping under that prefix on the shards (heartbeats, the gutter's journal, "
+        "warm-up tombstones), so an app's keys may not start with it"
+    )
 
 
 def wrong_arity_error(spec: CommandSpec) -> str:

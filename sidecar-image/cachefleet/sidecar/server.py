@@ -16,10 +16,12 @@ import asyncio
 import collections
 import itertools
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 import hiredis
 
+from cachefleet.config.keys import OWN_KEY_PREFIX_BYTES, is_own_key
 from cachefleet.sidecar import handshake, resp
 from cachefleet.sidecar.commands import (
     COMMANDS,
@@ -27,6 +29,7 @@ from cachefleet.sidecar.commands import (
     Kind,
     keyless_error,
     lookup,
+    own_key_error,
     refused_error,
     unknown_command_error,
     wrong_arity_error,
@@ -321,7 +324,9 @@ class ClientConnection(ClientCore, asyncio.Protocol):
             if fast_entry is not None and self.authed:
                 spec, arity, klass = fast_entry
                 argc = len(args)
-                if argc == arity if arity > 0 else argc >= -arity:
+                if (argc == arity if arity > 0 else argc >= -arity) and not args[1].startswith(
+                    OWN_KEY_PREFIX_BYTES
+                ):
                     # The route table's decision (RouteTable.decide and hot_stop; route_decide
                     # and the tracker in C): queue it here, or fall through to _dispatch and
                     # its route unit.
@@ -392,14 +397,18 @@ class ClientConnection(ClientCore, asyncio.Protocol):
             return
         tracker = table.tracker
         if kind == Kind.SINGLE:
+            key = args[spec.key_index]
+            if self._refused_own_keys(spec, (key,)):
+                return
             slot = Slot(self)
             self.pending.append(slot)
-            key = args[spec.key_index]
             if tracker is not None and spec.key_index != 1:
                 tracker.observe(key, whole_key_hash(key))  # the fast paths counted the others
             table.destination(key).send(Outgoing(spec, (key,), raw, slot, self.protocol, self.id))
             return
         if kind == Kind.SPLIT:
+            if self._refused_own_keys(spec, args[1 :: spec.step]):
+                return
             if tracker is not None:
                 for key in args[1 :: spec.step]:
                     tracker.observe(key, whole_key_hash(key))
@@ -407,6 +416,8 @@ class ClientConnection(ClientCore, asyncio.Protocol):
             return
         assert spec.keys_of is not None
         keys = spec.keys_of(args)
+        if keys and self._refused_own_keys(spec, keys):
+            return
         if tracker is not None:
             for key in keys or ():
                 tracker.observe(key, whole_key_hash(key))
@@ -415,6 +426,15 @@ class ClientConnection(ClientCore, asyncio.Protocol):
             self.reply(resp.error(keyless_error(spec, "sidecar")))
             return
         self.queue(send_same_shard(table, spec, keys, raw, self, self.protocol, self.id))
+
+    def _refused_own_keys(self, spec: CommandSpec, keys: Sequence[bytes]) -> bool:
+        """Refuse a request naming a key under cachefleet's own prefix: an app's write there
+        could corrupt the gutter's journal or a warm-up's tombstones, and so serve stale data."""
+        if not any(is_own_key(key) for key in keys):
+            return False
+        self.app.stats.error("own_key")
+        self.reply(resp.error(own_key_error(spec)))
+        return True
 
     def _inline(self, buf: bytes | bytearray, pos: int, parse_error: str = "") -> int:
         """hiredis stopped at ``pos``: an inline command (``PING\\r\\n``) or garbage.
