@@ -692,7 +692,7 @@ async def test_an_unexpected_error_in_the_c_data_received_costs_that_connection_
         (client,) = app.clients
         assert client.fast is not None, "armed: the next read goes straight to the C loop"
         fast = list(client.fast)
-        fast[2] = [object()] * len(fast[2])  # type: ignore[arg-type]
+        fast[1] = [object()] * len(fast[1])  # type: ignore[arg-type]
         client.fast = tuple(fast)
         writer.write(resp.encode_request([b"GET", b"k"]))
         answer = await asyncio.wait_for(reader.read(), 5)  # up to EOF: it is closed

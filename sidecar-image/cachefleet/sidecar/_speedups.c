@@ -1278,9 +1278,9 @@ FastReader_vectorcall(FastReaderObject *self, PyObject *const *args, size_t narg
     int armed = 0;
     /* The armed tuple holds while its table is the current one: the app retires a table when
      * it replaces it (no look-up of app.routes by name on every read). */
-    if (PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 10 &&
-        PyObject_TypeCheck(PyTuple_GET_ITEM(fast, 1), &RouteTableType) &&
-        !((RouteTableObject *)PyTuple_GET_ITEM(fast, 1))->retired) {
+    if (PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 9 &&
+        PyObject_TypeCheck(PyTuple_GET_ITEM(fast, 0), &RouteTableType) &&
+        !((RouteTableObject *)PyTuple_GET_ITEM(fast, 0))->retired) {
         PyObject *closing = CLIENT_GET(client, closing);
         int is_closing = closing == NULL ? -1 : PyObject_IsTrue(closing);
         Py_XDECREF(closing);
@@ -1295,8 +1295,8 @@ FastReader_vectorcall(FastReaderObject *self, PyObject *const *args, size_t narg
         PyObject *call[11];
         call[0] = data;
         call[1] = zero;
-        for (Py_ssize_t i = 1; i < 10; i++)
-            call[i + 1] = PyTuple_GET_ITEM(fast, i);
+        for (Py_ssize_t i = 0; i < 9; i++)
+            call[i + 2] = PyTuple_GET_ITEM(fast, i);
         Routed r;
         int e = route_core(call, 11, &r);
         Py_DECREF(fast);
@@ -1332,7 +1332,7 @@ FastReader_vectorcall(FastReaderObject *self, PyObject *const *args, size_t narg
 BOUND_TYPE(FastReaderType, FastReaderObject, "FastReader", FastReader_vectorcall,
            "FastReader(client): client.data_received's common case in C. Called with "
            "data, it runs route_requests on the client's armed fast tuple (client.fast, valid "
-           "while its table, fast[1], is not retired and the client is not closing) and calls "
+           "while its table, fast[0], is not retired and the client is not closing) and calls "
            "client._data_received(data, pos) for whatever it does not finish, "
            "client._route_failed(exc) on an unexpected error.")
 

@@ -92,8 +92,8 @@ class ClientConnection(ClientCore, asyncio.Protocol):
         self.targets: list[tuple[BackendConnection, Counts]] = []
         self.targets_for: RouteTable | None = None
         self.targets_protocol = 0
-        # (table, then route_requests' arguments after pos) while every request so far was
-        # queued by it and nothing since could change them (authed, protocol, the parser's
+        # route_requests' arguments after pos (the native table first) while every request so
+        # far was queued by it and nothing since could change them (authed, protocol, the parser's
         # mode): FastReader sends the next data straight to C. Reset by any other path, set
         # again after; only with the C extension.
         self.fast: tuple[object, ...] | None = None
@@ -249,7 +249,6 @@ class ClientConnection(ClientCore, asyncio.Protocol):
         if self.targets_for is not table or self.targets_protocol != self.protocol:
             targets = self._build_targets(table)
         self.fast = (
-            table,
             table.native,
             targets,
             self,
