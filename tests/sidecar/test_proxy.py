@@ -195,10 +195,15 @@ async def test_keys_under_cachefleets_own_prefix_are_refused_and_nothing_reaches
     assert error.startswith(b"-ERR GET of a key starting with 'cachefleet:'")
     assert rest == b"$1\r\nv\r\n"
     assert sidecar.stats.errors["own_key"] == 9  # each refusal counted for /metrics
+    # Nothing the refused requests named reached a shard (the sidecars' own heartbeat hash,
+    # cachefleet:sidecars, may be there: only its field "me" would be the app's).
+    named = [own, "cachefleet:warmup:v2", "cachefleet:tomb:a", "cachefleet:gutter:seq"]
+    named += ["cachefleet:x", "cachefleet:xy"]
     for shard in shards:
         direct = shard_client(shard)
         try:
-            assert await direct.keys("cachefleet:*") == []
+            assert await direct.exists(*named) == 0
+            assert await direct.hget("cachefleet:sidecars", "me") is None
         finally:
             await direct.aclose()
 
