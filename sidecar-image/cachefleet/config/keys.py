@@ -10,8 +10,8 @@ OWN_KEY_PREFIX_BYTES = OWN_KEY_PREFIX.encode()
 
 
 def is_own_key(key: bytes) -> bool:
-    """A key under the prefix: the sidecar refuses an app's request that names one (the C loop
-    leaves such a request to the dispatcher, which refuses it)."""
+    """A key under the prefix: the sidecar and the smart client refuse an app's request that
+    names one."""
     return key.startswith(OWN_KEY_PREFIX_BYTES)
 
 

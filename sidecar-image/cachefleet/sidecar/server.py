@@ -16,7 +16,6 @@ import asyncio
 import collections
 import itertools
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 import hiredis
@@ -28,6 +27,7 @@ from cachefleet.sidecar.commands import (
     CommandSpec,
     Kind,
     keyless_error,
+    keys_of,
     lookup,
     own_key_error,
     refused_error,
@@ -394,46 +394,33 @@ class ClientConnection(ClientCore, asyncio.Protocol):
             local[spec] = local.get(spec, 0) + 1
             self.reply(handshake.answer(self, spec, args))
             return
+        keys = keys_of(spec, args)
+        if any(is_own_key(key) for key in keys):
+            # An app's write there could corrupt the gutter's journal or a warm-up's
+            # tombstones, and so serve stale data.
+            app.stats.error("own_key")
+            self.reply(resp.error(own_key_error(spec)))
+            return
         tracker = table.tracker
         if kind == Kind.SINGLE:
-            key = args[spec.key_index]
-            if self._refused_own_keys(spec, (key,)):
-                return
+            (key,) = keys
             slot = Slot(self)
             self.pending.append(slot)
             if tracker is not None and spec.key_index != 1:
                 tracker.observe(key, whole_key_hash(key))  # the fast paths counted the others
-            table.destination(key).send(Outgoing(spec, (key,), raw, slot, self.protocol, self.id))
-            return
-        if kind == Kind.SPLIT:
-            if self._refused_own_keys(spec, args[1 :: spec.step]):
-                return
-            if tracker is not None:
-                for key in args[1 :: spec.step]:
-                    tracker.observe(key, whole_key_hash(key))
-            self.queue(split(table, spec, args, raw, self, self.protocol, self.id))
-            return
-        assert spec.keys_of is not None
-        keys = spec.keys_of(args)
-        if keys and self._refused_own_keys(spec, keys):
+            table.destination(key).send(Outgoing(spec, keys, raw, slot, self.protocol, self.id))
             return
         if tracker is not None:
-            for key in keys or ():
+            for key in keys:
                 tracker.observe(key, whole_key_hash(key))
+        if kind == Kind.SPLIT:
+            self.queue(split(table, spec, args, raw, self, self.protocol, self.id))
+            return
         if not keys:
             app.stats.error("unroutable")
             self.reply(resp.error(keyless_error(spec, "sidecar")))
             return
         self.queue(send_same_shard(table, spec, keys, raw, self, self.protocol, self.id))
-
-    def _refused_own_keys(self, spec: CommandSpec, keys: Sequence[bytes]) -> bool:
-        """Refuse a request naming a key under cachefleet's own prefix: an app's write there
-        could corrupt the gutter's journal or a warm-up's tombstones, and so serve stale data."""
-        if not any(is_own_key(key) for key in keys):
-            return False
-        self.app.stats.error("own_key")
-        self.reply(resp.error(own_key_error(spec)))
-        return True
 
     def _inline(self, buf: bytes | bytearray, pos: int, parse_error: str = "") -> int:
         """hiredis stopped at ``pos``: an inline command (``PING\\r\\n``) or garbage.
