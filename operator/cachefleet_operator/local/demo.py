@@ -31,8 +31,8 @@ import redis
 
 from cachefleet_operator.local.fleet import LocalFleet
 from cachefleet_operator.local.processes import answers_ping, free_port
+from cachefleet_operator.local.stopping import Stop, StopSignal, stop_on_signals
 from cachefleet_operator.local.traffic import CELEBRITY, Traffic
-from cachefleet_operator.local.up import Stop, stop_on_signals
 
 BIN_SECONDS = 1.0
 SMOOTH = 3
@@ -139,18 +139,20 @@ def get_calls(fleet: LocalFleet, member: str) -> int:
     return int(stats.get("cmdstat_get", {}).get("calls", 0))
 
 
-def wait(seconds: float, *operators: Operator) -> None:
+def wait(stop: StopSignal, seconds: float, *operators: Operator) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        stop.check()
         for operator in operators:
             if operator.failure is not None:
                 raise RuntimeError(f"the operator loop failed: {operator.failure!r}")
         time.sleep(0.1)
 
 
-def until(check: Callable[[], bool], timeout: float, what: str) -> float:
+def until(stop: StopSignal, check: Callable[[], bool], timeout: float, what: str) -> float:
     started = time.monotonic()
     while not check():
+        stop.check()
         if time.monotonic() - started > timeout:
             raise RuntimeError(f"not within {timeout:g} s: {what}")
         time.sleep(0.05)
@@ -184,7 +186,9 @@ def run_demo(directory: Path | None, quick: bool, out: TextIO = sys.stdout) -> i
     traffics: list[Traffic] = []
     started = time.monotonic()
 
-    def launch(name: str, warm: bool, seed: int) -> tuple[LocalFleet, Operator, Traffic]:
+    def launch(
+        stop: StopSignal, name: str, warm: bool, seed: int
+    ) -> tuple[LocalFleet, Operator, Traffic]:
         """A fleet at Stable, its operator loop and its traffic, each stopped at the end."""
         fleet = LocalFleet(
             manifest(name, warm, quick),
@@ -194,7 +198,12 @@ def run_demo(directory: Path | None, quick: bool, out: TextIO = sys.stdout) -> i
         )
         fleets.append(fleet)
         fleet.start()
-        fleet.run(lambda: fleet.sidecar is not None and fleet.phase == "Stable", 60)
+
+        def ready() -> bool:
+            stop.check()
+            return fleet.sidecar is not None and fleet.phase == "Stable"
+
+        fleet.run(ready, 60)
         operator = Operator(fleet)
         operators.append(operator)
         operator.start()
@@ -203,9 +212,9 @@ def run_demo(directory: Path | None, quick: bool, out: TextIO = sys.stdout) -> i
         traffic.start()
         return fleet, operator, traffic
 
-    with stop_on_signals():
+    with stop_on_signals() as stop:
         try:
-            main, operator, traffic = launch("demo", True, seed=3)
+            main, operator, traffic = launch(stop, "demo", True, seed=3)
             say(
                 f"cachefleet demo: 4 shards and a gutter server, sidecar on "
                 f"127.0.0.1:{main.sidecar_port}, the operator's own reconcile driving them"
@@ -213,7 +222,7 @@ def run_demo(directory: Path | None, quick: bool, out: TextIO = sys.stdout) -> i
 
             # Act 1: steady traffic.
             act = time.monotonic()
-            wait(timing.steady, operator)
+            wait(stop, timing.steady, operator)
             reads, misses, errors, stale = traffic.counters.since(act)
             seconds = time.monotonic() - act
             base_loads = sum(1 for t in traffic.counters.loads if t >= act) / seconds
@@ -226,19 +235,20 @@ def run_demo(directory: Path | None, quick: bool, out: TextIO = sys.stdout) -> i
             # Act 2: a celebrity.
             home = main.status_ring().shard_for(CELEBRITY)
             before_calls, before_at = get_calls(main, home), time.monotonic()
-            wait(2.0, operator)
+            wait(stop, 2.0, operator)
             normal = (get_calls(main, home) - before_calls) / (time.monotonic() - before_at)
             hits_before = metric(main, "cachefleet_sidecar_l1_hits_total")
             traffic.celebrity_share = 0.5
             act = time.monotonic()
             reads_at = traffic.counters.celebrity_reads
             detected = until(
+                stop,
                 lambda: metric(main, "cachefleet_sidecar_l1_hits_total") > hits_before,
                 10,
                 "the celebrity served from L1",
             )
             calls, calls_at = get_calls(main, home), time.monotonic()
-            wait(timing.celebrity, operator)
+            wait(stop, timing.celebrity, operator)
             during = (get_calls(main, home) - calls) / (time.monotonic() - calls_at)
             celebrity_rate = (traffic.counters.celebrity_reads - reads_at) / (
                 time.monotonic() - act
@@ -263,16 +273,16 @@ def run_demo(directory: Path | None, quick: bool, out: TextIO = sys.stdout) -> i
                 killed.append(time.monotonic())
 
             operator.call(kill)
-            until(lambda: bool(killed), 10, "the kill")
-            until(lambda: shard_state(main, victim) == "ejected", 10, "ejected")
+            until(stop, lambda: bool(killed), 10, "the kill")
+            until(stop, lambda: shard_state(main, victim) == "ejected", 10, "ejected")
             ejected = time.monotonic() - killed[0]
-            wait(timing.outage, operator)
+            wait(stop, timing.outage, operator)
             gutter_ops = metric_sum(main, 'cachefleet_sidecar_route_requests_total{route="gutter"}')
             operator.call(lambda: main.release(victim))
-            until(lambda: answers(main, victim), 30, "the shard's restart")
+            until(stop, lambda: answers(main, victim), 30, "the shard's restart")
             back = time.monotonic()
-            healthy = until(lambda: shard_state(main, victim) == "healthy", 30, "re-admitted")
-            wait(2.0, operator)
+            healthy = until(stop, lambda: shard_state(main, victim) == "healthy", 30, "re-admitted")
+            wait(stop, 2.0, operator)
             reads, misses, errors, stale = traffic.counters.since(act)
             say(
                 f"3. {victim} killed: ejected after {ejected * 1000:.0f} ms, its keys served by "
@@ -285,12 +295,13 @@ def run_demo(directory: Path | None, quick: bool, out: TextIO = sys.stdout) -> i
             # The same keys cached in both (shard-0 came back empty), so the two curves start
             # from the same steady load.
             traffic.refill()
-            other, other_operator, other_traffic = launch("immediate", False, seed=4)
-            wait(timing.before_change, operator, other_operator)
+            other, other_operator, other_traffic = launch(stop, "immediate", False, seed=4)
+            wait(stop, timing.before_change, operator, other_operator)
             change = time.monotonic()
             operator.call(lambda: main.scale(5))
             other_operator.call(lambda: other.scale(5))
             until(
+                stop,
                 lambda: (
                     (main.phase == "Stable" and main.status.get("shards") == 5)
                     or time.monotonic() - change > timing.after_change
@@ -299,7 +310,7 @@ def run_demo(directory: Path | None, quick: bool, out: TextIO = sys.stdout) -> i
                 "the warm-up",
             )
             remaining = timing.after_change - (time.monotonic() - change)
-            wait(max(remaining, 0.0), operator, other_operator)
+            wait(stop, max(remaining, 0.0), operator, other_operator)
             end = time.monotonic()
             curves = {
                 "warm-up": rates(traffic.counters.loads, change - 10, end),

@@ -8,28 +8,21 @@ Ctrl-C or SIGTERM stops every process it started.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
 import yaml
 
 from cachefleet_operator.local.fleet import LocalFleet
 from cachefleet_operator.local.processes import LocalError
+from cachefleet_operator.local.stopping import Stop, StopSignal, stop_on_signals
 from cachefleet_operator.local.view import observe, render
 
 VIEW_SECONDS = 1.0
 READY_SECONDS = 60.0
-
-
-class Stop(Exception):
-    """Ctrl-C or SIGTERM: unwind, stopping everything started."""
 
 
 def load_manifest(path: Path) -> dict[str, Any]:
@@ -45,19 +38,6 @@ def load_manifest(path: Path) -> dict[str, Any]:
     if len(clusters) != 1:
         raise LocalError(f"{path} must hold exactly one CacheCluster, it holds {len(clusters)}")
     return clusters[0]
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Stop
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 def run_up(
@@ -78,10 +58,15 @@ def run_up(
         on_event=lambda e: print(f"event {e.type} {e.reason}: {e.message}", file=out, flush=True),
     )
     live = out.isatty()
-    with stop_on_signals():
+    with stop_on_signals() as stop:
+
+        def ready() -> bool:
+            stop.check()
+            return fleet.sidecar is not None and fleet.phase == "Stable"
+
         try:
             fleet.start()
-            fleet.run(lambda: fleet.sidecar is not None and fleet.phase == "Stable", READY_SECONDS)
+            fleet.run(ready, READY_SECONDS)
             describe = fleet.describe()
             print(
                 f"ready: connect to {describe['sidecar']} (redis-cli -p {fleet.sidecar_port}); "
@@ -91,7 +76,7 @@ def run_up(
                 file=out,
                 flush=True,
             )
-            follow(fleet, manifest_path, out, live)
+            follow(fleet, manifest_path, out, live, stop)
         except Stop:
             pass
         finally:
@@ -100,7 +85,9 @@ def run_up(
     return 0
 
 
-def follow(fleet: LocalFleet, manifest_path: Path, out: TextIO, live: bool) -> None:
+def follow(
+    fleet: LocalFleet, manifest_path: Path, out: TextIO, live: bool, stop: StopSignal
+) -> None:
     """Reconcile as the operator would until a signal, pick up edits of the manifest, show
     the view."""
     seen = manifest_path.stat().st_mtime
@@ -129,4 +116,4 @@ def follow(fleet: LocalFleet, manifest_path: Path, out: TextIO, live: bool) -> N
                 out.write(text + "\n\n")
             out.flush()
 
-    fleet.run(lambda: False, tick=tick)
+    fleet.run(lambda: stop.requested, tick=tick)
